@@ -1,0 +1,25 @@
+"""Array helpers shared by the backends."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def downscale(image: np.ndarray, scale: float) -> np.ndarray:
+    """(C, H, W) uint8 → (C, h, w) float32 in [0, 1], h = round(H * scale) (area average)."""
+    _, height, width = image.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    out = np.stack([cv2.resize(ch, size, interpolation=cv2.INTER_AREA) for ch in image])
+    return out.astype(np.float32) / 255.0
+
+
+def drop_small(labels: np.ndarray, min_area: float) -> np.ndarray:
+    """Zero the labels of objects with fewer than `min_area` pixels; (h, w) int in and out."""
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_area
+    small[0] = False
+    if small.any():
+        labels = labels.copy()
+        labels[small[labels]] = 0
+    return labels

@@ -1,0 +1,144 @@
+"""Typed, validated configuration: one section per stage, loaded from conf/*.yaml.
+
+A wrong key or value is a ConfigError naming the file and the dotted key. Each run writes
+its resolved config beside its outputs (`write_resolved`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the schema."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthConfig(_Section):
+    size: int = Field(512, ge=128)  # image side in pixels (2048 and 3072 as in HPA work)
+    bit_depth: Literal[8, 16] = 8  # PNG bit depth of the written channels
+    cells_per_megapixel: float = Field(4.0, gt=0)  # density; HPA images hold ~15 per 2048²
+    negative_fraction: float = Field(0.1, ge=0, le=1)  # share of images labelled Negative only
+    max_labels: int = Field(3, ge=1, le=18)  # most localisation classes per image
+    show_probability: float = Field(0.7, gt=0, le=1)  # chance a cell shows each image label
+    noise: float = Field(0.03, ge=0)  # std of additive noise, in units of full brightness
+
+
+class ClassicalConfig(_Section):
+    scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image
+    nucleus_sigma: float = Field(8.0, ge=0)  # blue smoothing, full-resolution px
+    nucleus_threshold: float = Field(1.0, gt=0)  # × Otsu level of the smoothed blue channel
+    nucleus_split_h: float = Field(16.0, gt=0)  # distance-peak height (px) that splits nuclei
+    min_nucleus_area: int = Field(2400, ge=0)  # full-resolution px
+    body_sigma: float = Field(8.0, ge=0)  # cell-body smoothing, full-resolution px
+    cell_threshold: float = Field(0.2, gt=0)  # × Otsu level of the smoothed cell-body signal
+    green_weight: float = Field(0.5, ge=0)  # weight of the protein channel in the body signal
+    min_cell_area: int = Field(12800, ge=0)  # full-resolution px
+    min_signal: float = Field(0.02, ge=0, le=1)  # blue peak below this: no nuclei at all
+
+
+class HpaConfig(_Section):
+    nuclei_model: str | None = None  # path to dpn_unet_nuclei_v1.pth (a pickled module)
+    cell_model: str | None = None  # path to dpn_unet_cell_3ch_v1.pth (a pickled module)
+    nuclei_sha256: str | None = None  # expected SHA-256 of nuclei_model, checked when set
+    cell_sha256: str | None = None  # expected SHA-256 of cell_model, checked when set
+    scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: CUDA when the actor has a GPU
+    nucleus_threshold: float = Field(0.4, gt=0, lt=1)  # interior probability for nucleus seeds
+    cell_threshold: float = Field(0.5, gt=0, lt=1)  # 1 - background probability for cells
+    min_nucleus_area: int = Field(2400, ge=0)  # full-resolution px
+    min_cell_area: int = Field(12800, ge=0)  # full-resolution px
+
+
+class SegmentConfig(_Section):
+    backend: Literal["classical", "hpa"] = "classical"  # segmentation backend
+    crop_size: int = Field(260, ge=8)  # side S of the (C, S, S) uint8 crop per cell
+    batch_size: int = Field(4, ge=1)  # images per call of a segmentation actor
+    actors: int | Literal["auto"] = "auto"  # actor pool size; auto: GPUs if hpa, else CPUs
+    actor_num_cpus: float = Field(0.5, gt=0)  # CPUs reserved per actor (not all: tasks need some)
+    actor_num_gpus: float = Field(1.0, ge=0)  # GPUs per actor when the backend uses GPUs
+    task_num_cpus: float = Field(1.0, gt=0)  # CPUs per decode / cut task
+    classical: ClassicalConfig = ClassicalConfig()
+    hpa: HpaConfig = HpaConfig()
+
+
+Cfg = TypeVar("Cfg", bound=BaseModel)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    tree[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """["classical.scale=0.5", "crop_size=128"] → nested dict, values parsed as YAML."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. classical.scale=0.5)")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key {key!r}")
+        else:
+            lines.append(f"{source}: {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[str] | None = None) -> Cfg:
+    """Defaults of `cls`, updated by the YAML file at `path`, then by KEY=VALUE overrides."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    if overrides:
+        source = f"{source} + overrides"
+        data = _merge(data, parse_overrides(overrides))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def write_resolved(cfg: BaseModel, path: str | Path) -> Path:
+    """Write the fully resolved config as YAML (loadable again by load_config)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return path

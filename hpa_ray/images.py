@@ -1,0 +1,152 @@
+"""Find the input images of a run and decode them, with a reason for every refusal.
+
+Layout (Kaggle's): DIR/{ID}_{red,green,blue,yellow}.{png,tif,tiff}, plus an optional
+labels CSV `ID,Label`. Nothing here raises for one bad image: it is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from hpa_ray.schema import CHANNELS, IMAGE_EXTENSIONS, check_image_id, format_labels, parse_labels
+
+_FILE_RE = re.compile(r"^(?P<id>.+)_(?P<ch>red|green|blue|yellow)(?P<ext>\.[A-Za-z]+)$")
+
+
+class InputError(ValueError):
+    """The run's inputs as a whole are unusable (no images, a CSV without its columns)."""
+
+
+class ImageError(ValueError):
+    """One image cannot be used; the message says why, for the manifest."""
+
+
+@dataclass
+class Listing:
+    jobs: list[dict]  # {image_id, paths (CHANNELS order), labels_text} per usable image
+    refused: list[dict] = field(default_factory=list)  # {image_id, error} per refused image
+    unlisted: int = 0  # images in the directory that the labels CSV does not name
+
+
+def read_labels_csv(path: str | Path) -> pd.DataFrame:
+    """Read `ID,Label` as strings; InputError when the file is empty or lacks a column."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError(f"labels file {path} does not exist") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"labels file {path} is empty") from None
+    missing = [c for c in ("ID", "Label") if c not in df.columns]
+    if missing:
+        raise InputError(f"labels file {path} lacks column(s) {missing}; found {list(df.columns)}")
+    if df.empty:
+        raise InputError(f"labels file {path} has a header but no rows")
+    return df
+
+
+def _scan(input_dir: Path) -> dict[str, dict[str, list[Path]]]:
+    found: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(input_dir.iterdir()):
+        m = _FILE_RE.match(path.name)
+        if m and m["ext"].lower() in IMAGE_EXTENSIONS and path.is_file():
+            found[m["id"]][m["ch"]].append(path)
+    return found
+
+
+def _channel_paths(image_id: str, files: dict[str, list[Path]]) -> list[str]:
+    missing = [c for c in CHANNELS if not files.get(c)]
+    if missing:
+        raise ImageError(f"missing channel file(s) {missing} for {image_id}")
+    doubled = {c: [p.name for p in files[c]] for c in CHANNELS if len(files[c]) > 1}
+    if doubled:
+        raise ImageError(f"more than one file for a channel: {doubled}")
+    return [str(files[c][0]) for c in CHANNELS]
+
+
+def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> Listing:
+    """Match image files to IDs (from the CSV when given, else from the directory)."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise InputError(f"image directory {input_dir} does not exist")
+    found = _scan(input_dir)
+    if labels_csv is None:
+        entries = [(image_id, "", [0]) for image_id in sorted(found)]
+    else:
+        df = read_labels_csv(labels_csv)
+        rows = defaultdict(list)
+        for i, image_id in enumerate(df["ID"]):
+            rows[image_id.strip()].append(i + 2)  # file line numbers, header is line 1
+        entries = [(image_id, df["Label"].iloc[lines[0] - 2], lines) for image_id, lines in rows.items()]
+    if not entries:
+        raise InputError(f"no images in {input_dir} (expected {{ID}}_{{{','.join(CHANNELS)}}}.png|tif|tiff)")
+    listing = Listing(jobs=[])
+    for image_id, label_text, lines in entries:
+        try:
+            if reason := check_image_id(image_id):
+                raise ImageError(f"refused: {reason}")
+            if len(lines) > 1:
+                raise ImageError(f"ID appears {len(lines)} times in {labels_csv} (lines {lines})")
+            labels = format_labels(parse_labels(label_text)) if labels_csv is not None else ""
+            paths = _channel_paths(image_id, found.get(image_id, {}))
+        except ImageError as exc:
+            listing.refused.append({"image_id": image_id, "error": str(exc)})
+            continue
+        except ValueError as exc:  # parse_labels
+            listing.refused.append({"image_id": image_id, "error": f"{labels_csv} line {lines[0]}: {exc}"})
+            continue
+        listing.jobs.append({"image_id": image_id, "paths": paths, "labels_text": labels})
+    if labels_csv is not None:
+        listing.unlisted = len(set(found) - {e[0] for e in entries})
+    return listing
+
+
+def _explain(path: str) -> str:
+    """Why cv2 could not decode `path` (PIL's words are clearer)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - any reason is the answer
+        return str(exc) or type(exc).__name__
+    return "the decoder returned nothing"
+
+
+def to_uint8(channel: np.ndarray) -> np.ndarray:
+    """uint8 as is; uint16 scaled over its full range (65535 → 255, rounded)."""
+    if channel.dtype == np.uint8:
+        return channel
+    if channel.dtype == np.uint16:
+        return ((channel.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    raise ImageError(f"unsupported pixel type {channel.dtype} (expected 8- or 16-bit)")
+
+
+def read_channel(path: str) -> np.ndarray:
+    """One grayscale channel file → (H, W) uint8; ImageError says what is wrong with it."""
+    name = Path(path).name
+    data = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise ImageError(f"cannot decode {name}: {_explain(path)}")
+    if data.ndim != 2:
+        raise ImageError(f"{name} has {data.shape[2]} colour channels; expected one grayscale channel")
+    try:
+        return to_uint8(data)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from None
+
+
+def read_image(paths: list[str]) -> np.ndarray:
+    """Channel files in CHANNELS order → (4, H, W) uint8; ImageError when sizes differ."""
+    channels = [read_channel(p) for p in paths]
+    shapes = {c.shape for c in channels}
+    if len(shapes) > 1:
+        sizes = ", ".join(f"{n} {c.shape[1]}x{c.shape[0]}" for n, c in zip(CHANNELS, channels))
+        raise ImageError(f"channel sizes differ: {sizes}")
+    return np.stack(channels)

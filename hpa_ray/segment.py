@@ -1,0 +1,262 @@
+"""Segmentation stage: images → cells Parquet on Ray Data (`python -m hpa_ray.segment`).
+
+list images (driver) → decode (CPU tasks) → infer (actor pool; GPUs for `hpa`) →
+post-process + cut cells (CPU tasks) → CellsSink (OUT/cells/*.parquet, OUT/_manifest/*).
+Streaming: every block holds one image. Resumable: committed images are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpa_ray import _ray
+from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes
+from hpa_ray.backends import build_backend, build_postprocess, wants_gpu
+from hpa_ray.cells import cut_cells, upsample_labels
+from hpa_ray.config import ConfigError, SegmentConfig, load_config, write_resolved
+from hpa_ray.images import ImageError, InputError, list_images, read_image
+from hpa_ray.schema import CHANNELS, MANIFEST_COLUMNS, cells_table
+
+EXIT_SOME_FAILED = 3  # exit status when at least one image has status "error"
+CONFIG_NAME = "segment_config.yaml"
+_EMPTY = np.zeros((len(CHANNELS), 1, 1), np.uint8)  # image placeholder of a failed row
+
+
+@dataclass
+class SegmentResult:
+    manifest: pd.DataFrame  # one row per image ever seen in OUT (MANIFEST_COLUMNS)
+    processed: int  # images run this time
+    skipped: int  # images already done before this run
+    cells: int  # cells written this run
+    seconds: float  # wall time of this run
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        return self.manifest[self.manifest.status != "ok"]
+
+
+def _error(exc: Exception, where: str) -> str:
+    if isinstance(exc, ImageError):
+        return str(exc)
+    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(last.filename).name}:{last.lineno}" if last else ""
+    return f"{where} failed: {type(exc).__name__}: {exc}{at}"
+
+
+def _decode(row: dict) -> dict:
+    start = time.perf_counter()
+    try:
+        image, error = read_image(list(row["paths"])), ""
+    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
+        image, error = _EMPTY, _error(exc, "decode")
+    return {"image_id": row["image_id"], "labels_text": row["labels_text"], "image": image,
+            "error": error, "seconds": time.perf_counter() - start}
+
+
+class _SegmentActor:
+    """Holds the backend (and its models) for the life of the actor; infers whole batches."""
+
+    def __init__(self, cfg: dict):
+        self.backend = build_backend(SegmentConfig.model_validate(cfg))
+
+    def _infer_each(self, images: list[np.ndarray], errors: list[str]) -> list[np.ndarray]:
+        try:
+            return self.backend.infer(images)
+        except Exception:  # noqa: BLE001 - find the image that breaks the batch
+            raws = []
+            for i, image in enumerate(images):
+                try:
+                    raws.extend(self.backend.infer([image]))
+                except Exception as exc:  # noqa: BLE001
+                    errors[i] = _error(exc, "segmentation")
+                    raws.append(_EMPTY)
+            return raws
+
+    def __call__(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        errors = list(batch["error"])
+        todo = [i for i, e in enumerate(errors) if not e]
+        raws = [_EMPTY] * len(errors)
+        sub_errors = [""] * len(todo)
+        for i, raw in zip(todo, self._infer_each([batch["image"][i] for i in todo], sub_errors)):
+            raws[i] = raw
+        for i, e in zip(todo, sub_errors):
+            errors[i] = e or errors[i]
+        batch["raw"] = _object_array(raws)
+        batch["error"] = np.array(errors, dtype=object)
+        batch["seconds"] = batch["seconds"] + (time.perf_counter() - start) / max(len(errors), 1)
+        return batch
+
+
+def _object_array(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
+
+
+def _cut(row: dict, cfg: dict) -> dict:
+    start = time.perf_counter()
+    seg_cfg = SegmentConfig.model_validate(cfg)
+    image, error = row["image"], row["error"]
+    _, height, width = image.shape
+    out = {"image_id": row["image_id"], "status": "ok", "error": "", "n_cells": 0,
+           "image_height": height, "image_width": width, "cells": b""}
+    if error:
+        out.update(status="error", error=error, image_height=0, image_width=0)
+    else:
+        try:
+            labels = upsample_labels(build_postprocess(seg_cfg)(row["raw"]), height, width)
+            cut = cut_cells(image, labels, seg_cfg.crop_size)
+            out["n_cells"] = len(cut["cell_id"])
+            if out["n_cells"]:
+                out["cells"] = ipc_bytes(cells_table(row["image_id"], height, width, cut, row["labels_text"]))
+        except Exception as exc:  # noqa: BLE001
+            out.update(status="error", error=_error(exc, "post-processing/cutting"), n_cells=0)
+    out["seconds"] = float(row["seconds"]) + time.perf_counter() - start
+    return out
+
+
+def _pool_size(cfg: SegmentConfig) -> int:
+    if cfg.actors != "auto":
+        return int(cfg.actors)
+    resources = _ray.cluster_resources()
+    key = "GPU" if wants_gpu(cfg) else "CPU"
+    return max(1, int(resources.get(key, 1)))
+
+
+def build_dataset(jobs: list[dict], out_dir: str | Path, cfg: SegmentConfig):
+    """The lazy Ray Data pipeline over `jobs` (from list_images); `.write_datasink` runs it."""
+    import ray
+
+    gpu = wants_gpu(cfg)
+    ds = ray.data.from_items(jobs, override_num_blocks=max(1, len(jobs)))
+    ds = ds.map(_decode, num_cpus=cfg.task_num_cpus)
+    ds = ds.map_batches(
+        _SegmentActor,
+        fn_constructor_kwargs={"cfg": cfg.model_dump()},
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_pool_size(cfg)),
+        num_cpus=cfg.actor_num_cpus,
+        num_gpus=cfg.actor_num_gpus if gpu else 0,
+    )
+    return ds.map(_cut, fn_kwargs={"cfg": cfg.model_dump()}, num_cpus=cfg.task_num_cpus)
+
+
+def _prepare_out(out_dir: Path, cfg: SegmentConfig, overwrite: bool) -> set[str]:
+    """Start over or resume; returns the IDs of images already done."""
+    if overwrite:
+        for sub in (CELLS_DIR, MANIFEST_DIR):
+            shutil.rmtree(out_dir / sub, ignore_errors=True)
+        (out_dir / "images.parquet").unlink(missing_ok=True)
+    previous = out_dir / CONFIG_NAME
+    if previous.exists() and (out_dir / MANIFEST_DIR).exists():
+        old = load_config(SegmentConfig, previous)
+        if old != cfg:
+            raise ConfigError(f"{out_dir} was segmented with another config ({previous}); "
+                              "rerun with that config, or pass --overwrite to start over")
+    write_resolved(cfg, previous)
+    if not (out_dir / MANIFEST_DIR).exists():
+        return set()
+    clean_partial(out_dir)
+    done = read_manifest_parts(out_dir)
+    return set(done.loc[done.status == "ok", "image_id"])
+
+
+def read_manifest_parts(out_dir: Path) -> pd.DataFrame:
+    parts = sorted((out_dir / MANIFEST_DIR).glob("part-*.parquet"), key=lambda p: p.stat().st_mtime)
+    if not parts:
+        return pd.DataFrame(columns=list(MANIFEST_COLUMNS))
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def _finalize_manifest(out_dir: Path) -> pd.DataFrame:
+    """OUT/images.parquet: one row per image; an ok row wins over earlier failures."""
+    rows = read_manifest_parts(out_dir)
+    rows["_ok"] = rows.status == "ok"
+    rows = rows.reset_index().sort_values(["_ok", "index"]).drop_duplicates("image_id", keep="last")
+    manifest = rows.sort_values("image_id")[list(MANIFEST_COLUMNS)].reset_index(drop=True)
+    tmp = out_dir / "images.parquet.tmp"
+    manifest.to_parquet(tmp, index=False)
+    tmp.replace(out_dir / "images.parquet")
+    return manifest
+
+
+def _write_refused(out_dir: Path, refused: list[dict]) -> None:
+    if refused:
+        rows = [{"image_id": r["image_id"], "status": "error", "error": r["error"], "n_cells": 0,
+                 "image_height": 0, "image_width": 0, "seconds": 0.0} for r in refused]
+        (out_dir / MANIFEST_DIR).mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_parquet(out_dir / MANIFEST_DIR / f"part-listing-{time.time_ns()}.parquet")
+
+
+def run_segment(input_dir: str | Path, out_dir: str | Path, cfg: SegmentConfig,
+                labels_csv: str | Path | None = None, overwrite: bool = False) -> SegmentResult:
+    """Segment every image under input_dir into out_dir; see the module docstring."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    listing = list_images(input_dir, labels_csv)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = _prepare_out(out_dir, cfg, overwrite)
+    jobs = [j for j in listing.jobs if j["image_id"] not in done]
+    _write_refused(out_dir, listing.refused)
+    cells = 0
+    if jobs:
+        _ray.init_ray()
+        sink = CellsSink(str(out_dir))
+        build_dataset(jobs, out_dir, cfg).write_datasink(sink)
+    manifest = _finalize_manifest(out_dir)
+    ran = manifest[manifest.image_id.isin({j["image_id"] for j in jobs})]
+    cells = int(ran.n_cells.sum())
+    return SegmentResult(manifest, len(jobs), len(listing.jobs) - len(jobs), cells, time.perf_counter() - start)
+
+
+def summary_line(result: SegmentResult) -> str:
+    m = result.manifest
+    ok, failed = int((m.status == "ok").sum()), int((m.status != "ok").sum())
+    rate = result.processed / result.seconds if result.seconds else 0.0
+    return (f"segment: {len(m)} images: {ok} ok, {failed} failed, {result.skipped} already done; "
+            f"{result.cells} cells this run; {result.processed} images in {result.seconds:.1f} s "
+            f"({rate:.2f} images/s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpa_ray.segment", description=__doc__.splitlines()[0],
+                                     epilog=f"Exit status: 0 all images ok, {EXIT_SOME_FAILED} some failed "
+                                     "(see OUT/images.parquet), 2 unusable inputs or config.")
+    parser.add_argument("--input-dir", required=True, help="directory of {ID}_{red,green,blue,yellow}.png|tif")
+    parser.add_argument("--labels", help="CSV with ID,Label (optional; test images have none)")
+    parser.add_argument("--output-dir", required=True, help="where cells/ and images.parquet go")
+    parser.add_argument("--backend", choices=["classical", "hpa"], help="overrides the config's backend")
+    parser.add_argument("--config", help="YAML SegmentConfig (conf/segment.yaml)")
+    parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. classical.scale=0.5")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
+    try:
+        cfg = load_config(SegmentConfig, args.config, overrides)
+        result = run_segment(args.input_dir, args.output_dir, cfg, args.labels, args.overwrite)
+    except (ConfigError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for row in result.failed.itertuples():
+        print(f"  failed: {row.image_id}: {row.error}", file=sys.stderr)
+    print(summary_line(result))
+    print(json.dumps({"cells": str(Path(args.output_dir) / CELLS_DIR),
+                      "manifest": str(Path(args.output_dir) / "images.parquet")}))
+    return EXIT_SOME_FAILED if len(result.failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
