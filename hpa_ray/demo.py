@@ -26,7 +26,7 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(train_images=48, test_images=12, image_size=1024, crop_size=128),
-    "quick": DemoSize(train_images=6, test_images=3, image_size=512, crop_size=64),
+    "quick": DemoSize(train_images=6, test_images=3, image_size=1024, crop_size=64),
 }
 
 

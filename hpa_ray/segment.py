@@ -151,6 +151,8 @@ def build_dataset(jobs: list[dict], out_dir: str | Path, cfg: SegmentConfig):
         num_cpus=cfg.actor_num_cpus,
         num_gpus=cfg.actor_num_gpus if gpu else 0,
     )
+    # One image per block again, so that post-processing spreads over every CPU.
+    ds = ds.repartition(target_num_rows_per_block=1)
     return ds.map(_cut, fn_kwargs={"cfg": cfg.model_dump()}, num_cpus=cfg.task_num_cpus)
 
 

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real HPA material beside the project, small synthetic sets, one Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+HPA_REAL = SHARED_DATA / "hpa-real"
+
+
+def real_image_ids() -> list[str]:
+    return sorted({p.name.rsplit("_", 1)[0] for p in (HPA_REAL / "images").glob("*_blue.png")})
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the real HPA material must lie beside the project")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole test session (starting one costs seconds)."""
+    import ray
+
+    from hpa_ray import _ray
+
+    _ray.init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_set(tmp_path_factory) -> Path:
+    """Six labelled 1024² synthetic images (about 30 cells) with truth."""
+    from hpa_ray.config import SynthConfig
+    from hpa_ray.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth"), n_images=6, seed=7, cfg=SynthConfig(size=1024))

@@ -1,0 +1,126 @@
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage.segmentation import find_boundaries
+
+from hpa_ray.backends import build_backend, build_postprocess
+from hpa_ray.backends._standin import save_standin
+from hpa_ray.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
+from hpa_ray.cells import upsample_labels
+from hpa_ray.config import HpaConfig, SegmentConfig, SynthConfig
+from hpa_ray.synth import make_image
+from tests.conftest import HPA_REAL, real_image_ids
+from tests.helpers import match_f1
+
+
+def _segment(cfg: SegmentConfig, image: np.ndarray) -> np.ndarray:
+    raw = build_backend(cfg).infer([image])[0]
+    return upsample_labels(build_postprocess(cfg)(raw), *image.shape[1:])
+
+
+def test_classical_matches_hpa_unet_on_real_images(shared_data):
+    """Quality bar: F1 >= 0.90 at IoU >= 0.6 against HPA's own masks, one fixed config."""
+    cfg = SegmentConfig()
+    tp = n_pred = n_true = 0
+    for image_id in real_image_ids():
+        image = np.stack([cv2.imread(str(HPA_REAL / "images" / f"{image_id}_{c}.png"), 0)
+                          for c in ("red", "green", "blue", "yellow")])
+        truth = cv2.imread(str(HPA_REAL / "masks" / f"{image_id}_predictedmask.png"), cv2.IMREAD_UNCHANGED)
+        counts = match_f1(_segment(cfg, image), truth)
+        tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
+    assert n_true == 55
+    assert 2 * tp / (n_pred + n_true) >= 0.90
+
+
+def test_classical_on_synthetic_cells():
+    rng = np.random.default_rng(11)
+    tp = n_pred = n_true = 0
+    for _ in range(3):
+        s = make_image(2048, SynthConfig(size=2048), rng)
+        counts = match_f1(_segment(SegmentConfig(), s.image), s.cells)
+        tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
+    assert 2 * tp / (n_pred + n_true) >= 0.9
+
+
+def test_black_image_has_no_cells():
+    assert _segment(SegmentConfig(), np.zeros((4, 512, 512), np.uint8)).max() == 0
+
+
+def _prob_maps(labels: np.ndarray, rng) -> np.ndarray:
+    """(3, h, w) background/border/interior probabilities drawn from known labels, blurred, noisy."""
+    border = find_boundaries(labels, mode="thick")
+    p = np.stack([(labels == 0) & ~border, border, (labels > 0) & ~border]).astype(np.float32)
+    p = np.stack([cv2.GaussianBlur(c, (0, 0), 1.5) for c in p]) + rng.uniform(0, 0.2, p.shape).astype(np.float32)
+    return p / p.sum(0, keepdims=True)
+
+
+def test_hpa_postprocessing_recovers_cells_from_probability_maps():
+    rng = np.random.default_rng(0)
+    cfg = HpaConfig()
+    tp = n_true = n_pred = 0
+    for _ in range(4):
+        s = make_image(2048, SynthConfig(size=2048), rng)
+        small = lambda a: cv2.resize(a, (512, 512), interpolation=cv2.INTER_NEAREST).astype(np.int32)  # noqa: E731
+        labels = probabilities_to_labels(_prob_maps(small(s.nuclei), rng), _prob_maps(small(s.cells), rng), cfg)
+        counts = match_f1(upsample_labels(labels, 2048, 2048), s.cells)
+        tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
+    assert n_true >= 30
+    assert tp == n_true == n_pred, "every known cell is recovered at IoU >= 0.6"
+
+
+@pytest.fixture()
+def standins(tmp_path):
+    return save_standin(str(tmp_path / "nuclei.pth")), save_standin(str(tmp_path / "cell.pth"))
+
+
+def test_hpa_backend_loads_pickled_standins_and_batches(standins):
+    nuclei, cell = standins
+    cfg = SegmentConfig(backend="hpa", hpa=HpaConfig(nuclei_model=nuclei, cell_model=cell, device="cpu",
+                                                     nuclei_sha256=sha256_of(nuclei)))
+    backend = build_backend(cfg)
+    rng = np.random.default_rng(2)
+    images = [make_image(1024, SynthConfig(size=1024), rng).image for _ in range(3)]
+    images.append(make_image(768, SynthConfig(size=768), rng).image)
+    raws = backend.infer(images)
+    assert backend.batches_run == 2, "one forward pass per image size"
+    assert [r.shape for r in raws] == [(6, 256, 256)] * 3 + [(6, 192, 192)]
+    assert raws[0].dtype == np.uint8
+    labels = build_postprocess(cfg)(raws[0])
+    assert labels.shape == (256, 256) and labels.max() >= 1
+
+
+def test_hpa_backend_refuses_clearly(standins, tmp_path):
+    nuclei, cell = standins
+    with pytest.raises(BackendError, match="needs hpa.nuclei_model.*zenodo"):
+        build_backend(SegmentConfig(backend="hpa"))
+    with pytest.raises(BackendError, match="does not exist"):
+        load_pickled_module(str(tmp_path / "missing.pth"), None, "cell_model")
+    with pytest.raises(BackendError, match="SHA-256"):
+        load_pickled_module(nuclei, "0" * 64, "nuclei_model")
+    torch.save({"not": "a module"}, tmp_path / "dict.pth")
+    with pytest.raises(BackendError, match="not a torch module"):
+        load_pickled_module(str(tmp_path / "dict.pth"), None, "cell_model")
+
+
+def test_hpa_backend_says_which_package_a_pickle_needs(tmp_path, monkeypatch):
+    # A module pickled from a package that is gone at load time, as pytorch_zoo is for HPA's files.
+    pkg = tmp_path / "pytorch_zoo_standin"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        import torch
+        class Net(torch.nn.Module):
+            def forward(self, x):
+                return x
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import pytorch_zoo_standin
+
+    torch.save(pytorch_zoo_standin.Net(), tmp_path / "m.pth")
+    monkeypatch.delitem(sys.modules, "pytorch_zoo_standin")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    with pytest.raises(BackendError, match="pytorch_zoo_standin.*pytorch_zoo"):
+        load_pickled_module(str(tmp_path / "m.pth"), None, "nuclei_model")

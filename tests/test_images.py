@@ -1,0 +1,90 @@
+import cv2
+import numpy as np
+import pytest
+
+from hpa_ray.images import ImageError, InputError, list_images, read_channel, read_image
+from hpa_ray.schema import CHANNELS
+
+
+def _write(dir_, image_id, size=(32, 32), dtype=np.uint8, ext=".png", channels=CHANNELS):
+    paths = []
+    for c in channels:
+        p = dir_ / f"{image_id}_{c}{ext}"
+        cv2.imwrite(str(p), np.full(size, 100 if dtype == np.uint8 else 40000, dtype))
+        paths.append(str(p))
+    return paths
+
+
+def test_listing_without_labels_finds_every_complete_id(tmp_path):
+    _write(tmp_path, "a")
+    _write(tmp_path, "b", ext=".tif")
+    _write(tmp_path, "c", channels=("red", "green", "blue"))
+    (tmp_path / "notes.txt").write_text("x")
+    listing = list_images(tmp_path)
+    assert [j["image_id"] for j in listing.jobs] == ["a", "b"]
+    assert listing.refused == [{"image_id": "c", "error": "missing channel file(s) ['yellow'] for c"}]
+    assert listing.jobs[0]["paths"][0].endswith("a_red.png")
+
+
+def test_listing_with_labels_reports_each_bad_row(tmp_path):
+    images = tmp_path / "img"
+    images.mkdir()
+    for i in ("ok", "dup", "badlab", "two"):
+        _write(images, i)
+    _write(images, "two", ext=".tif", channels=("red",))
+    _write(images, "extra")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("ID,Label\nok,8|5|0\ndup,1\ndup,2\nbadlab,3|19\n../up,1\ntwo,4\nmissing,0\nempty,\n")
+    listing = list_images(images, csv)
+    assert [j["image_id"] for j in listing.jobs] == ["ok"]
+    assert listing.jobs[0]["labels_text"] == "0|5|8"
+    errors = {r["image_id"]: r["error"] for r in listing.refused}
+    assert "appears 2 times" in errors["dup"] and "lines [3, 4]" in errors["dup"]
+    assert "line 5" in errors["badlab"] and "'19'" in errors["badlab"]
+    assert "path separator" in errors["../up"]
+    assert "more than one file" in errors["two"]
+    assert "missing channel" in errors["missing"]
+    assert "empty label" in errors["empty"]
+    assert listing.unlisted == 1  # "extra" has files but no row
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("", "is empty"), ("Id,Labels\na,1\n", "lacks column"), ("ID,Label\n", "no rows")],
+)
+def test_unusable_labels_csv_is_an_input_error(tmp_path, content, message):
+    _write(tmp_path, "a")
+    csv = tmp_path / "labels.csv"
+    csv.write_text(content)
+    with pytest.raises(InputError, match=message):
+        list_images(tmp_path, csv)
+
+
+def test_no_images_or_no_directory_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no images"):
+        list_images(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        list_images(tmp_path / "nope")
+
+
+def test_decode_16_bit_scales_to_8_bit(tmp_path):
+    paths = _write(tmp_path, "a", dtype=np.uint16, ext=".tif")
+    image = read_image(paths)
+    assert image.dtype == np.uint8 and image.shape == (4, 32, 32)
+    assert image.max() == round(40000 * 255 / 65535)
+
+
+def test_decode_errors_say_what_and_where(tmp_path):
+    paths = _write(tmp_path, "a")
+    data = open(paths[0], "rb").read()
+    open(paths[0], "wb").write(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="cannot decode a_red.png"):
+        read_channel(paths[0])
+    rgb = tmp_path / "b_red.png"
+    cv2.imwrite(str(rgb), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ImageError, match="b_red.png has 3 colour channels"):
+        read_channel(str(rgb))
+    sizes = _write(tmp_path, "c")
+    cv2.imwrite(sizes[2], np.zeros((16, 32), np.uint8))
+    with pytest.raises(ImageError, match="channel sizes differ: .*blue 32x16"):
+        read_image(sizes)

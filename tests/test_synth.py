@@ -1,0 +1,75 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpa_ray.config import SynthConfig
+from hpa_ray.masks import decode_mask
+from hpa_ray.schema import CHANNELS, NEGATIVE, parse_labels
+from hpa_ray.synth import main, make_image
+
+
+def _digest(directory):
+    h = hashlib.sha256()
+    for p in sorted(directory.rglob("*")):
+        if p.is_file() and p.suffix in (".png", ".csv"):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_cli_writes_kaggle_layout_and_truth(tmp_path):
+    assert main(["--out", str(tmp_path / "a"), "--n-images", "3", "--seed", "5", "--size", "1024"]) == 0
+    out = tmp_path / "a"
+    labels = pd.read_csv(out / "labels.csv", dtype=str)
+    assert list(labels.columns) == ["ID", "Label"] and len(labels) == 3
+    for image_id in labels.ID:
+        for c in CHANNELS:
+            assert (out / "images" / f"{image_id}_{c}.png").is_file()
+    truth = pd.read_parquet(out / "truth.parquet")
+    assert {"image_id", "cell_id", "image_height", "image_width", "mask_rle", "labels"} <= set(truth.columns)
+    for image_id, group in truth.groupby("image_id"):
+        union = np.max(np.stack(group.labels.map(np.asarray)), axis=0)
+        image_label = labels.set_index("ID").Label[image_id]
+        assert np.array_equal(union, parse_labels(image_label)), "an image's label is its cells' union"
+        masks = [decode_mask(r, 1024, 1024) for r in group.mask_rle]
+        assert sum(m.sum() for m in masks) == np.count_nonzero(np.sum(masks, axis=0)), "cells overlap"
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    args = ["--n-images", "2", "--size", "512"]
+    main(["--out", str(tmp_path / "a"), "--seed", "1", *args])
+    main(["--out", str(tmp_path / "b"), "--seed", "1", *args])
+    main(["--out", str(tmp_path / "c"), "--seed", "2", *args])
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
+
+
+def test_labels_are_weak_and_negatives_exist():
+    rng = np.random.default_rng(3)
+    cfg = SynthConfig(size=1024)
+    partial, negative, classes = 0, 0, set()
+    for _ in range(30):
+        s = make_image(1024, cfg, rng)
+        if len(s.cell_labels) == 0:
+            continue
+        assert s.cell_labels.any(1).all(), "every cell shows something"
+        partial += int((s.cell_labels.sum(0) < len(s.cell_labels))[s.image_labels > 0].any())
+        negative += int(s.image_labels[NEGATIVE])
+        classes |= set(np.flatnonzero(s.image_labels))
+    assert partial >= 5, "some cells must lack some of their image's labels"
+    assert negative >= 1 and len(classes) >= 12
+
+
+def test_touching_cells_and_nuclei_inside_cells():
+    s = make_image(2048, SynthConfig(size=2048), np.random.default_rng(0))
+    assert s.cells.max() >= 8
+    assert np.all(s.cells[s.nuclei > 0] == s.nuclei[s.nuclei > 0])
+    horiz = (s.cells[:, 1:] != s.cells[:, :-1]) & (s.cells[:, 1:] > 0) & (s.cells[:, :-1] > 0)
+    assert horiz.any(), "some neighbours touch"
+
+
+@pytest.mark.slow
+def test_3072_and_16_bit(tmp_path):
+    s = make_image(3072, SynthConfig(size=3072, bit_depth=16), np.random.default_rng(1))
+    assert s.image.shape == (4, 3072, 3072) and s.image.dtype == np.uint16
+    assert s.cells.max() >= 15 and s.image.max() > 255
