@@ -67,7 +67,8 @@ def _geometry(size: int, cfg: SynthConfig, rng: np.random.Generator) -> tuple[np
     for k, (cy, cx) in enumerate(centres, start=1):
         dy, dx = yy - cy, xx - cx
         theta = np.arctan2(dy, dx)
-        radius = rng.uniform(150, 260) * (1 + sum(rng.uniform(0, 0.2) * np.cos(j * theta + rng.uniform(0, 6.3)) for j in (2, 3)))
+        wobble = sum(rng.uniform(0, 0.2) * np.cos(j * theta + rng.uniform(0, 6.3)) for j in (2, 3))
+        radius = rng.uniform(150, 260) * (1 + wobble)
         dist = np.hypot(dy, dx) / radius
         mine = (dist < 1) & (dist * 200 + warp < best)
         best[mine] = (dist * 200 + warp)[mine]
@@ -161,8 +162,14 @@ def _write_one(args: tuple[Path, str, int, SynthConfig, np.random.SeedSequence])
         cv2.imwrite(str(out / "images" / f"{image_id}_{name}.png"), s.image[c])
     cut = cut_cells(np.zeros((1, size, size), np.uint8), s.cells, crop_size=1)
     rows = [
-        {"image_id": image_id, "cell_id": int(cid), "image_height": size, "image_width": size,
-         "mask_rle": rle, "labels": s.cell_labels[cid - 1].tolist()}
+        {
+            "image_id": image_id,
+            "cell_id": int(cid),
+            "image_height": size,
+            "image_width": size,
+            "mask_rle": rle,
+            "labels": s.cell_labels[cid - 1].tolist(),
+        }
         for cid, rle in zip(cut["cell_id"], cut["mask_rle"])
     ]
     return image_id, format_labels(s.image_labels), rows

@@ -27,8 +27,12 @@ def test_classical_matches_hpa_unet_on_real_images(shared_data):
     cfg = SegmentConfig()
     tp = n_pred = n_true = 0
     for image_id in real_image_ids():
-        image = np.stack([cv2.imread(str(HPA_REAL / "images" / f"{image_id}_{c}.png"), 0)
-                          for c in ("red", "green", "blue", "yellow")])
+        image = np.stack(
+            [
+                cv2.imread(str(HPA_REAL / "images" / f"{image_id}_{c}.png"), 0)
+                for c in ("red", "green", "blue", "yellow")
+            ]
+        )
         truth = cv2.imread(str(HPA_REAL / "masks" / f"{image_id}_predictedmask.png"), cv2.IMREAD_UNCHANGED)
         counts = match_f1(_segment(cfg, image), truth)
         tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
@@ -79,8 +83,10 @@ def standins(tmp_path):
 
 def test_hpa_backend_loads_pickled_standins_and_batches(standins):
     nuclei, cell = standins
-    cfg = SegmentConfig(backend="hpa", hpa=HpaConfig(nuclei_model=nuclei, cell_model=cell, device="cpu",
-                                                     nuclei_sha256=sha256_of(nuclei)))
+    cfg = SegmentConfig(
+        backend="hpa",
+        hpa=HpaConfig(nuclei_model=nuclei, cell_model=cell, device="cpu", nuclei_sha256=sha256_of(nuclei)),
+    )
     backend = build_backend(cfg)
     rng = np.random.default_rng(2)
     images = [make_image(1024, SynthConfig(size=1024), rng).image for _ in range(3)]
@@ -110,12 +116,14 @@ def test_hpa_backend_says_which_package_a_pickle_needs(tmp_path, monkeypatch):
     # A module pickled from a package that is gone at load time, as pytorch_zoo is for HPA's files.
     pkg = tmp_path / "pytorch_zoo_standin"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text(textwrap.dedent("""
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent("""
         import torch
         class Net(torch.nn.Module):
             def forward(self, x):
                 return x
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import pytorch_zoo_standin
 

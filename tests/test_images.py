@@ -76,8 +76,8 @@ def test_decode_16_bit_scales_to_8_bit(tmp_path):
 
 def test_decode_errors_say_what_and_where(tmp_path):
     paths = _write(tmp_path, "a")
-    data = open(paths[0], "rb").read()
-    open(paths[0], "wb").write(data[: len(data) // 2])
+    with open(paths[0], "rb+") as f:
+        f.truncate(len(f.read()) // 2)
     with pytest.raises(ImageError, match="cannot decode a_red.png"):
         read_channel(paths[0])
     rgb = tmp_path / "b_red.png"

@@ -33,8 +33,12 @@ def messy(synth_set, tmp_path_factory):
     shutil.copytree(synth_set / "images", images)
     labels = pd.read_csv(synth_set / "labels.csv", dtype=str)
     first = labels.ID[0]
-    bad = {"truncated": "cannot decode truncated_green.png", "nochannel": "missing channel",
-           "sizes": "channel sizes differ", "rgb": "3 colour channels"}
+    bad = {
+        "truncated": "cannot decode truncated_green.png",
+        "nochannel": "missing channel",
+        "sizes": "channel sizes differ",
+        "rgb": "3 colour channels",
+    }
     for new_id in [*bad, "black", "sixteen"]:
         _copy_image(images, images, first, new_id)
     data = (images / "truncated_green.png").read_bytes()
@@ -47,14 +51,24 @@ def messy(synth_set, tmp_path_factory):
         eight = cv2.imread(str(images / f"sixteen_{c}.png"), 0)
         (images / f"sixteen_{c}.png").unlink()
         cv2.imwrite(str(images / f"sixteen_{c}.tif"), eight.astype(np.uint16) * 257)
-    extra = pd.DataFrame({"ID": [*bad, "black", "sixteen", "badlabel", "../evil", "dup", "dup"],
-                          "Label": ["1"] * 6 + ["7|20", "1", "2", "3"]})
+    extra = pd.DataFrame(
+        {
+            "ID": [*bad, "black", "sixteen", "badlabel", "../evil", "dup", "dup"],
+            "Label": ["1"] * 6 + ["7|20", "1", "2", "3"],
+        }
+    )
     _copy_image(images, images, first, "badlabel")
     _copy_image(images, images, first, "dup")
     pd.concat([labels, extra]).to_csv(root / "labels.csv", index=False)
     bad.update({"badlabel": "'20' is not an integer 0-18", "../evil": "path separator", "dup": "appears 2 times"})
-    return {"images": images, "labels": root / "labels.csv", "bad": bad, "good": list(labels.ID),
-            "first": first, "truth": synth_set / "truth.parquet"}
+    return {
+        "images": images,
+        "labels": root / "labels.csv",
+        "bad": bad,
+        "good": list(labels.ID),
+        "first": first,
+        "truth": synth_set / "truth.parquet",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +172,17 @@ def test_resume_with_another_config_is_refused_overwrite_starts_over(messy, segm
 
 
 def test_cli_exit_status_and_summary(messy, ray_local, tmp_path, capsys):
-    code = main(["--input-dir", str(messy["images"]), "--labels", str(messy["labels"]),
-                 "--output-dir", str(tmp_path / "o"), f"crop_size={CROP}"])
+    code = main(
+        [
+            "--input-dir",
+            str(messy["images"]),
+            "--labels",
+            str(messy["labels"]),
+            "--output-dir",
+            str(tmp_path / "o"),
+            f"crop_size={CROP}",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == EXIT_SOME_FAILED
     assert "failed: rgb:" in captured.err
@@ -183,8 +206,18 @@ def test_unlabelled_images_get_null_labels(synth_set, ray_local, tmp_path):
 def test_hpa_backend_through_ray_with_standin_models(synth_set, ray_local, tmp_path):
     nuclei = save_standin(str(tmp_path / "nuclei.pth"))
     cell = save_standin(str(tmp_path / "cell.pth"))
-    cfg = load_config(SegmentConfig, None, ["backend=hpa", f"hpa.nuclei_model={nuclei}", f"hpa.cell_model={cell}",
-                                            "hpa.device=cpu", f"crop_size={CROP}", "batch_size=3"])
+    cfg = load_config(
+        SegmentConfig,
+        None,
+        [
+            "backend=hpa",
+            f"hpa.nuclei_model={nuclei}",
+            f"hpa.cell_model={cell}",
+            "hpa.device=cpu",
+            f"crop_size={CROP}",
+            "batch_size=3",
+        ],
+    )
     result = run_segment(synth_set / "images", tmp_path / "o", cfg, synth_set / "labels.csv")
     assert (result.manifest.status == "ok").all(), result.manifest.error.tolist()
     assert result.cells > 0

@@ -23,7 +23,6 @@ class SegmentationBackend(Protocol):
     def infer(self, images: list[np.ndarray]) -> list[np.ndarray]: ...
 
 
-
 def build_backend(cfg: SegmentConfig) -> SegmentationBackend:
     """The backend named by cfg.backend, built from its config section."""
     if cfg.backend == "hpa":

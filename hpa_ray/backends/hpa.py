@@ -13,7 +13,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
@@ -113,7 +112,6 @@ class HpaBackend:
             for j, i in enumerate(idx):
                 out[i] = probs[j]
         return out
-
 
 
 def raw_to_labels(raw: np.ndarray, cfg: HpaConfig) -> np.ndarray:
