@@ -57,7 +57,7 @@ def sequential(images: Path, out: Path, cfg: SegmentConfig) -> tuple[float, int]
         tables.append(cells_table(job["image_id"], *image.shape[1:], cut, ""))
     out.mkdir(parents=True)
     table = pa.concat_tables(tables)
-    pq.write_table(table, out / "cells.parquet")
+    pq.write_table(table, out / "cells.parquet", compression="zstd")
     return time.perf_counter() - start, table.num_rows
 
 
@@ -99,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--config", help="SegmentConfig YAML")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating sequential/Ray rounds")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -106,33 +107,42 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_segment_"))
     n = args.images
     small, large = link_images(tmp / "in_n", n), link_images(tmp / "in_2n", 2 * n)
-    t_seq, cells_seq = sequential(small, tmp / "seq", cfg)
     t0 = time.perf_counter()
     _ray.init_ray()
     t_init = time.perf_counter() - t0
     cold = run_segment(link_images(tmp / "in_warm", 4), tmp / "ray_warm", cfg)  # workers import modules
-    with PeakRss() as mem_n:
-        res_n = run_segment(small, tmp / "ray_n", cfg)
+    seq_times, ray_times = [], []
+    for r in range(args.rounds):  # alternate, so that drifts of a noisy machine hit both sides
+        t_seq, cells_seq = sequential(small, tmp / f"seq{r}", cfg)
+        res_n = run_segment(small, tmp / f"ray{r}", cfg)
+        seq_times.append(t_seq)
+        ray_times.append(res_n.seconds)
+    ratios = sorted(s / r for s, r in zip(seq_times, ray_times))
+    with PeakRss() as mem_n:  # memory runs apart: the sampler itself takes CPU
+        run_segment(small, tmp / "mem_n", cfg)
     with PeakRss() as mem_2n:
-        res_2n = run_segment(large, tmp / "ray_2n", cfg)
+        res_2n = run_segment(large, tmp / "mem_2n", cfg)
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.python_version()}",
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
         "backend": cfg.backend,
+        "infer_on": cfg.infer_on,
         "images": n,
         "image_size": "2048x2048",
-        "sequential_s": round(t_seq, 2),
-        "sequential_images_per_s": round(n / t_seq, 3),
-        "ray_stage_s": round(res_n.seconds, 2),
-        "ray_images_per_s": round(n / res_n.seconds, 3),
+        "rounds": args.rounds,
+        "sequential_s": [round(t, 2) for t in seq_times],
+        "ray_stage_s": [round(t, 2) for t in ray_times],
+        "sequential_images_per_s_median": round(n / sorted(seq_times)[len(seq_times) // 2], 2),
+        "ray_images_per_s_median": round(n / sorted(ray_times)[len(ray_times) // 2], 2),
+        "speedup_ray_vs_sequential_median": round(ratios[len(ratios) // 2], 2),
+        "speedup_min_max": [round(ratios[0], 2), round(ratios[-1], 2)],
         "ray_init_s": round(t_init, 2),
         "first_run_4_images_s": round(cold.seconds, 2),
-        "speedup_ray_vs_sequential": round(t_seq / res_n.seconds, 2),
         "cells_sequential": cells_seq,
         "cells_ray": res_n.cells,
         "peak_rss_mib_n": round(mem_n.peak / 2**20),
         "peak_rss_mib_2n": round(mem_2n.peak / 2**20),
-        "ray_images_per_s_2n": round(2 * n / res_2n.seconds, 3),
+        "ray_images_per_s_2n": round(2 * n / res_2n.seconds, 2),
     }
     print(json.dumps(results, indent=2))
     if args.json:

@@ -35,7 +35,7 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
 
 

@@ -61,6 +61,7 @@ class SegmentConfig(_Section):
     backend: Literal["classical", "hpa"] = "classical"  # segmentation backend
     crop_size: int = Field(260, ge=8)  # side S of the (C, S, S) uint8 crop per cell
     batch_size: int = Field(4, ge=1)  # images per call of a segmentation actor
+    images_per_block: int | Literal["auto"] = "auto"  # images per task and Parquet file; auto: 1-16
     infer_on: Literal["auto", "actors", "tasks"] = "auto"  # auto: actors for hpa, tasks for classical
     actors: int | Literal["auto"] = "auto"  # actor pool size; auto: GPUs if hpa, else CPUs
     actor_num_cpus: float = Field(0.5, gt=0)  # CPUs reserved per actor (not all: tasks need some)

@@ -186,11 +186,21 @@ def _pool_size(cfg: SegmentConfig) -> int:
     return max(1, int(resources.get(key, 1)))
 
 
+def _num_blocks(n_jobs: int, cfg: SegmentConfig) -> int:
+    """Images per block (so per task and per Parquet file): few, for an even spread over CPUs."""
+    if cfg.images_per_block == "auto":
+        cpus = max(1, int(_ray.cluster_resources().get("CPU", 1)))
+        per_block = min(16, max(1, n_jobs // (4 * cpus)))
+    else:
+        per_block = cfg.images_per_block
+    return max(1, -(-n_jobs // per_block))
+
+
 def build_dataset(jobs: list[dict], cfg: SegmentConfig):
     """The lazy Ray Data pipeline over `jobs` (from list_images); `.write_datasink` runs it."""
     import ray
 
-    ds = ray.data.from_items(jobs, override_num_blocks=max(1, len(jobs)))  # one image per block
+    ds = ray.data.from_items(jobs, override_num_blocks=_num_blocks(len(jobs), cfg))
     cfg_json = cfg.model_dump_json()
     if not infer_in_actors(cfg):
         # One task per image does it all: no image crosses the object store.
@@ -356,4 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not __main__'s: Ray pickles functions by module name.
+    from hpa_ray.segment import main as _main
+
+    sys.exit(_main())

@@ -210,4 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not __main__'s: Ray pickles functions by module name.
+    from hpa_ray.synth import main as _main
+
+    sys.exit(_main())

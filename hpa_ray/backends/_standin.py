@@ -21,8 +21,9 @@ class StandInUNet(nn.Module):
         self.edge = nn.Conv2d(1, 1, 3, padding=1, bias=False)
         lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
         self.edge.weight.data.copy_(lap[None, None])
-        body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 1))
-        self.body = body if width else None
+        self.body = None
+        if width:
+            self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 1))
         self.threshold, self.gain = threshold, gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Submit the segmentation stage to a running Ray cluster.
+#   RAY_ADDRESS=http://127.0.0.1:8265 jobs/segment.sh INPUT_DIR LABELS_CSV OUTPUT_DIR [KEY=VALUE ...]
+# Paths are as the cluster's nodes see them (shared storage). Exit status 3: some images failed.
+set -euo pipefail
+input_dir=$1 labels=$2 output_dir=$3
+shift 3
+exec ray job submit --working-dir . -- \
+  python -m hpa_ray.segment --input-dir "$input_dir" --labels "$labels" --output-dir "$output_dir" \
+  --config conf/segment.yaml "$@"
