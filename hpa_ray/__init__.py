@@ -1,27 +1,36 @@
 """hpa_ray: Human Protein Atlas single-cell classification as a Ray pipeline.
 
-The public API; each stage is also a CLI: `python -m hpa_ray` lists them.
+The public API, imported lazily so that `import hpa_ray.backends...` needs neither Ray nor
+every stage's dependencies (GPU machines run the backends alone). Each stage is also a CLI:
+`python -m hpa_ray` lists them.
 """
 
-from hpa_ray.config import ConfigError, SegmentConfig, SynthConfig, load_config, write_resolved
-from hpa_ray.masks import decode_mask, encode_mask
-from hpa_ray.schema import CHANNELS, CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpa_ray.segment import SegmentResult, run_segment
-from hpa_ray.synth import generate as generate_synthetic
+from __future__ import annotations
 
-__all__ = [
-    "CHANNELS",
-    "CLASS_NAMES",
-    "NUM_CLASSES",
-    "ConfigError",
-    "SegmentConfig",
-    "SegmentResult",
-    "SynthConfig",
-    "decode_mask",
-    "encode_mask",
-    "generate_synthetic",
-    "load_config",
-    "parse_labels",
-    "run_segment",
-    "write_resolved",
-]
+import importlib
+
+_API = {
+    "CHANNELS": "hpa_ray.schema",
+    "CLASS_NAMES": "hpa_ray.schema",
+    "NUM_CLASSES": "hpa_ray.schema",
+    "parse_labels": "hpa_ray.schema",
+    "crops_to_numpy": "hpa_ray.schema",
+    "ConfigError": "hpa_ray.config",
+    "SegmentConfig": "hpa_ray.config",
+    "SynthConfig": "hpa_ray.config",
+    "load_config": "hpa_ray.config",
+    "write_resolved": "hpa_ray.config",
+    "decode_mask": "hpa_ray.masks",
+    "encode_mask": "hpa_ray.masks",
+    "SegmentResult": "hpa_ray.segment",
+    "run_segment": "hpa_ray.segment",
+    "generate_synthetic": "hpa_ray.synth",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'hpa_ray' has no attribute {name!r}")
+    module = importlib.import_module(_API[name])
+    return getattr(module, "generate" if name == "generate_synthetic" else name)

@@ -45,3 +45,19 @@ def synth_set(tmp_path_factory) -> Path:
     from hpa_ray.synth import generate
 
     return generate(tmp_path_factory.mktemp("synth"), n_images=6, seed=7, cfg=SynthConfig(size=1024))
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is available (the device machine), else they skip."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,35 @@
+"""The hpa backend on a CUDA GPU (runs on the device machine; skipped elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpa_ray.backends import build_backend, build_postprocess
+from hpa_ray.backends._standin import save_standin
+from hpa_ray.config import HpaConfig, SegmentConfig, SynthConfig
+from hpa_ray.synth import make_image
+
+pytestmark = pytest.mark.gpu
+
+
+def test_hpa_backend_on_cuda_batches_and_agrees_with_cpu(tmp_path):
+    nuclei = save_standin(str(tmp_path / "n.pth"), width=16)
+    cell = save_standin(str(tmp_path / "c.pth"), width=16)
+    rng = np.random.default_rng(0)
+    images = [make_image(2048, SynthConfig(size=2048), rng).image for _ in range(4)]
+
+    def backend(device):
+        return build_backend(
+            SegmentConfig(backend="hpa", hpa=HpaConfig(nuclei_model=nuclei, cell_model=cell, device=device))
+        )
+
+    gpu, cpu = backend("auto"), backend("cpu")
+    assert gpu.uses_gpu and gpu.device.type == "cuda"
+    on_gpu, on_cpu = gpu.infer(images), cpu.infer(images)
+    assert gpu.batches_run == 1, "four same-size images in one forward pass"
+    for a, b in zip(on_gpu, on_cpu):
+        assert a.shape == (6, 512, 512)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    cfg = SegmentConfig(backend="hpa", hpa=HpaConfig(device="cuda"))
+    assert build_postprocess(cfg)(on_gpu[0]).max() >= 1
