@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hpa_ray import _ray
-from hpa_ray.backends import build_backend, build_postprocess
+from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
 from hpa_ray.cells import cut_cells, upsample_labels
 from hpa_ray.config import SegmentConfig, load_config
 from hpa_ray.images import list_images, read_image
@@ -48,11 +48,11 @@ def link_images(dst: Path, n: int) -> Path:
 def sequential(images: Path, out: Path, cfg: SegmentConfig) -> tuple[float, int]:
     """The same work in one process, one image after another."""
     start = time.perf_counter()
-    backend, post = build_backend(cfg), build_postprocess(cfg)
+    prep, backend, post = build_preprocess(cfg), build_backend(cfg), build_postprocess(cfg)
     tables = []
     for job in list_images(images).jobs:
         image = read_image(job["paths"])
-        labels = upsample_labels(post(backend.infer([image])[0]), *image.shape[1:])
+        labels = upsample_labels(post(backend.infer([prep(image)])[0]), *image.shape[1:])
         cut = cut_cells(image, labels, cfg.crop_size)
         tables.append(cells_table(job["image_id"], *image.shape[1:], cut, ""))
     out.mkdir(parents=True)

@@ -1,6 +1,6 @@
 """Segmentation stage: images → cells Parquet on Ray Data (`python -m hpa_ray.segment`).
 
-list images (driver) → decode (CPU tasks) → infer (actor pool; GPUs for `hpa`) →
+list images (driver) → decode + prepare model input (CPU tasks) → infer (actor pool; GPUs for `hpa`) →
 post-process + cut cells (CPU tasks) → CellsSink (OUT/cells/*.parquet, OUT/_manifest/*).
 Streaming: every block holds one image. Resumable: committed images are skipped.
 """
@@ -24,7 +24,7 @@ import pandas as pd
 
 from hpa_ray import _ray
 from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes
-from hpa_ray.backends import build_backend, build_postprocess, wants_gpu
+from hpa_ray.backends import build_backend, build_postprocess, build_preprocess, wants_gpu
 from hpa_ray.cells import cut_cells, upsample_labels
 from hpa_ray.config import ConfigError, SegmentConfig, load_config, write_resolved
 from hpa_ray.images import ImageError, InputError, list_images, read_image
@@ -56,16 +56,20 @@ def _error(exc: Exception, where: str) -> str:
     return f"{where} failed: {type(exc).__name__}: {exc}{at}"
 
 
-def _decode(row: dict) -> dict:
+def _decode(row: dict, cfg_json: str) -> dict:
+    """Read the channels and prepare the model input (CPU); a failure becomes the row's error."""
     start = time.perf_counter()
+    image, model_input, error = _EMPTY, _EMPTY, ""
     try:
-        image, error = read_image(list(row["paths"])), ""
+        image = read_image(list(row["paths"]))
+        model_input = build_preprocess(_worker_config(cfg_json))(image)
     except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
         image, error = _EMPTY, _error(exc, "decode")
     return {
         "image_id": row["image_id"],
         "labels_text": row["labels_text"],
         "image": image,
+        "model_input": model_input,
         "error": error,
         "seconds": time.perf_counter() - start,
     }
@@ -93,7 +97,7 @@ def _infer_batch(backend, batch: dict) -> dict:
     todo = [i for i, e in enumerate(errors) if not e]
     raws = [_EMPTY] * len(errors)
     sub_errors = [""] * len(todo)
-    for i, raw in zip(todo, _infer_each(backend, [batch["image"][i] for i in todo], sub_errors)):
+    for i, raw in zip(todo, _infer_each(backend, [batch["model_input"][i] for i in todo], sub_errors)):
         raws[i] = raw
     for i, e in zip(todo, sub_errors):
         errors[i] = e or errors[i]
@@ -121,10 +125,10 @@ def _worker_backend(cfg_json: str):
 
 def _segment_row(row: dict, cfg_json: str) -> dict:
     """decode → infer → post-process → cut in one call: no intermediate block conversions."""
-    decoded = _decode(row)
+    decoded = _decode(row, cfg_json)
     if not decoded["error"]:
         start, errors = time.perf_counter(), [""]
-        decoded["raw"] = _infer_each(_worker_backend(cfg_json), [decoded["image"]], errors)[0]
+        decoded["raw"] = _infer_each(_worker_backend(cfg_json), [decoded["model_input"]], errors)[0]
         decoded["error"] = errors[0]
         decoded["seconds"] += time.perf_counter() - start
     return _cut(decoded, cfg_json)
@@ -205,7 +209,7 @@ def build_dataset(jobs: list[dict], cfg: SegmentConfig):
     if not infer_in_actors(cfg):
         # One task per image does it all: no image crosses the object store.
         return ds.map(_segment_row, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
-    ds = ds.map(_decode, num_cpus=cfg.task_num_cpus)
+    ds = ds.map(_decode, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
     ds = ds.map_batches(
         _SegmentActor,
         fn_constructor_kwargs={"cfg_json": cfg_json},

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.segmentation import find_boundaries
 
-from hpa_ray.backends import build_backend, build_postprocess
+from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
 from hpa_ray.backends._standin import save_standin
 from hpa_ray.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
 from hpa_ray.cells import upsample_labels
@@ -18,7 +18,7 @@ from tests.helpers import match_f1
 
 
 def _segment(cfg: SegmentConfig, image: np.ndarray) -> np.ndarray:
-    raw = build_backend(cfg).infer([image])[0]
+    raw = build_backend(cfg).infer([build_preprocess(cfg)(image)])[0]
     return upsample_labels(build_postprocess(cfg)(raw), *image.shape[1:])
 
 
@@ -91,7 +91,7 @@ def test_hpa_backend_loads_pickled_standins_and_batches(standins):
     rng = np.random.default_rng(2)
     images = [make_image(1024, SynthConfig(size=1024), rng).image for _ in range(3)]
     images.append(make_image(768, SynthConfig(size=768), rng).image)
-    raws = backend.infer(images)
+    raws = backend.infer([build_preprocess(cfg)(im) for im in images])
     assert backend.batches_run == 2, "one forward pass per image size"
     assert [r.shape for r in raws] == [(6, 256, 256)] * 3 + [(6, 192, 192)]
     assert raws[0].dtype == np.uint8

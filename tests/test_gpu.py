@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpa_ray.backends import build_backend, build_postprocess
+from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
 from hpa_ray.backends._standin import save_standin
 from hpa_ray.config import HpaConfig, SegmentConfig, SynthConfig
 from hpa_ray.synth import make_image
@@ -17,7 +17,8 @@ def test_hpa_backend_on_cuda_batches_and_agrees_with_cpu(tmp_path):
     nuclei = save_standin(str(tmp_path / "n.pth"), width=16)
     cell = save_standin(str(tmp_path / "c.pth"), width=16)
     rng = np.random.default_rng(0)
-    images = [make_image(2048, SynthConfig(size=2048), rng).image for _ in range(4)]
+    prep = build_preprocess(SegmentConfig(backend="hpa"))
+    images = [prep(make_image(2048, SynthConfig(size=2048), rng).image) for _ in range(4)]
 
     def backend(device):
         return build_backend(

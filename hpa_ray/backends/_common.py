@@ -7,11 +7,10 @@ import numpy as np
 
 
 def downscale(image: np.ndarray, scale: float) -> np.ndarray:
-    """(C, H, W) uint8 → (C, h, w) float32 in [0, 1], h = round(H * scale) (area average)."""
+    """(C, H, W) uint8 → (C, h, w) uint8, h = round(H * scale) (area average)."""
     _, height, width = image.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    out = np.stack([cv2.resize(ch, size, interpolation=cv2.INTER_AREA) for ch in image])
-    return out.astype(np.float32) / 255.0
+    return np.stack([cv2.resize(ch, size, interpolation=cv2.INTER_AREA) for ch in image])
 
 
 def drop_small(labels: np.ndarray, min_area: float) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, measure, morphology, segmentation
 
-from hpa_ray.backends._common import downscale, drop_small
+from hpa_ray.backends._common import drop_small
 from hpa_ray.config import ClassicalConfig
 from hpa_ray.schema import CHANNELS
 
@@ -20,16 +20,17 @@ _R, _G, _B, _Y = (CHANNELS.index(c) for c in ("red", "green", "blue", "yellow"))
 
 
 class ClassicalBackend:
-    """`infer` only downscales; all the work is post-processing (`segment_cells`, CPU tasks)."""
+    """No model: `infer` passes the prepared (downscaled) image on; all the work is
+    post-processing (`segment_cells`, CPU tasks)."""
 
     uses_gpu = False
 
     def __init__(self, params: ClassicalConfig):
         self.params = params
 
-    def infer(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """images: list of (4, H, W) uint8 → list of (4, h, w) float32 in [0, 1] at `scale`."""
-        return [downscale(image, self.params.scale) for image in images]
+    def infer(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """inputs: (4, h, w) uint8 each, from `prepare` → the same."""
+        return list(inputs)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -52,11 +53,12 @@ def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
 
 
 def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
-    """raw: (4, h, w) float32 channels in CHANNELS order → (h, w) int32 cell labels.
+    """raw: (4, h, w) uint8 at model scale, channels in CHANNELS order → (h, w) int32 labels.
 
     Every cell grows from one nucleus over the smoothed cell-body signal (microtubules + ER +
     part of the protein + nucleus), inside a foreground set at a fraction of its Otsu level.
     """
+    raw = raw.astype(np.float32) / 255.0
     nuclei = segment_nuclei(raw[_B], p)
     if nuclei.max() == 0:
         return nuclei

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
-from hpa_ray.backends._common import downscale, drop_small
+from hpa_ray.backends._common import drop_small
 from hpa_ray.config import HpaConfig
 from hpa_ray.schema import CHANNELS
 
@@ -68,12 +68,8 @@ def load_pickled_module(path: str | None, sha256: str | None, what: str):
     return module.eval()
 
 
-def _normalise(three: np.ndarray) -> np.ndarray:
-    return (three - _MEAN[:, None, None]) / _STD[:, None, None]
-
-
 class HpaBackend:
-    """`infer` runs both models on a batch of images (GPU when there is one)."""
+    """`infer` runs both models on a batch of prepared images (GPU when there is one)."""
 
     def __init__(self, cfg: HpaConfig):
         import torch
@@ -84,30 +80,37 @@ class HpaBackend:
         self.uses_gpu = want_cuda
         self.nuclei_model = load_pickled_module(cfg.nuclei_model, cfg.nuclei_sha256, "nuclei_model").to(self.device)
         self.cell_model = load_pickled_module(cfg.cell_model, cfg.cell_sha256, "cell_model").to(self.device)
+        self.mean = torch.tensor(_MEAN, device=self.device)[None, :, None, None]
+        self.std = torch.tensor(_STD, device=self.device)[None, :, None, None]
         self.batches_run = 0  # forward passes so far (tests check that images are batched)
 
-    def _forward(self, model, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, model, x):
+        """x: (B, 3, h, w) float in [0, 1] on the device → (B, 3, h, w) uint8 probabilities ×255."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = x.shape[2:]
+        x = F.pad((x - self.mean) / self.std, (0, -w % _PAD, 0, -h % _PAD), mode="reflect")
+        probs = torch.softmax(model(x).float(), dim=1)[:, :, :h, :w]
+        return (probs * 255).round().to(torch.uint8)
+
+    def infer(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """inputs: (4, h, w) uint8 each, from `prepare` → (6, h, w) uint8 each: nuclei then
+        cell probabilities ×255 (background, border, interior).
+
+        Inputs of the same size go through the models together, one forward pass per size;
+        normalising happens on the device, so the CPU only stacks uint8 arrays.
+        """
         import torch
 
-        h, w = batch.shape[2:]
-        pad_h, pad_w = -h % _PAD, -w % _PAD
-        x = torch.from_numpy(np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="reflect"))
-        with torch.inference_mode():
-            probs = torch.softmax(model(x.to(self.device)).float(), dim=1)[:, :, :h, :w]
-        return (probs * 255).round().to(torch.uint8).cpu().numpy()
-
-    def infer(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """images: (4, H, W) uint8 each → (6, h, w) uint8 each: nuclei then cell probabilities ×255.
-
-        Images of the same size go through the models together, one forward pass per size.
-        """
-        small = [downscale(im, self.cfg.scale) for im in images]
-        out: list[np.ndarray | None] = [None] * len(images)
-        for shape in {s.shape for s in small}:
-            idx = [i for i, s in enumerate(small) if s.shape == shape]
-            nuc = np.stack([_normalise(small[i][[_B, _B, _B]]) for i in idx])
-            cell = np.stack([_normalise(small[i][[_R, _Y, _B]]) for i in idx])
-            probs = np.concatenate([self._forward(self.nuclei_model, nuc), self._forward(self.cell_model, cell)], 1)
+        out: list[np.ndarray | None] = [None] * len(inputs)
+        for shape in {s.shape for s in inputs}:
+            idx = [i for i, s in enumerate(inputs) if s.shape == shape]
+            batch = torch.from_numpy(np.stack([inputs[i] for i in idx])).to(self.device).float() / 255
+            with torch.inference_mode():
+                nuclei = self._forward(self.nuclei_model, batch[:, [_B, _B, _B]])
+                cells = self._forward(self.cell_model, batch[:, [_R, _Y, _B]])
+                probs = torch.cat([nuclei, cells], 1).cpu().numpy()
             self.batches_run += 1
             for j, i in enumerate(idx):
                 out[i] = probs[j]
