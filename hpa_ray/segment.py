@@ -42,6 +42,7 @@ class SegmentResult:
     skipped: int  # images already done before this run
     cells: int  # cells written this run
     seconds: float  # wall time of this run
+    unlisted: int = 0  # images in the directory that the labels CSV does not name (not run)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -322,7 +323,8 @@ def run_segment(
     manifest = _finalize_manifest(out_dir)
     ran = manifest[manifest.image_id.isin({j["image_id"] for j in jobs})]
     cells = int(ran.n_cells.sum())
-    return SegmentResult(manifest, len(jobs), len(listing.jobs) - len(jobs), cells, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return SegmentResult(manifest, len(jobs), len(listing.jobs) - len(jobs), cells, seconds, listing.unlisted)
 
 
 def summary_line(result: SegmentResult) -> str:
@@ -358,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if result.unlisted:
+        print(
+            f"note: {result.unlisted} image(s) in {args.input_dir} are not in {args.labels}; not run", file=sys.stderr
+        )
     for row in result.failed.itertuples():
         print(f"  failed: {row.image_id}: {row.error}", file=sys.stderr)
     print(summary_line(result))

@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpa_ray.backends._standin import save_standin
-from hpa_ray.config import ConfigError, SegmentConfig, load_config
+from hpa_ray.config import ConfigError, SegmentConfig, SynthConfig, load_config
 from hpa_ray.schema import CHANNELS, crops_to_numpy, parse_labels
 from hpa_ray.segment import EXIT_SOME_FAILED, main, run_segment
+from hpa_ray.synth import make_image
 from tests.helpers import labels_from_rles, match_f1
 
 CROP = 48
@@ -41,6 +42,9 @@ def messy(synth_set, tmp_path_factory):
     }
     for new_id in [*bad, "black", "sixteen"]:
         _copy_image(images, images, first, new_id)
+    small = make_image(768, SynthConfig(size=768), np.random.default_rng(1)).image
+    for c, name in enumerate(CHANNELS):  # another size in the same set
+        cv2.imwrite(str(images / f"small_{name}.png"), small[c])
     data = (images / "truncated_green.png").read_bytes()
     (images / "truncated_green.png").write_bytes(data[: len(data) // 3])
     (images / "nochannel_yellow.png").unlink()
@@ -53,8 +57,8 @@ def messy(synth_set, tmp_path_factory):
         cv2.imwrite(str(images / f"sixteen_{c}.tif"), eight.astype(np.uint16) * 257)
     extra = pd.DataFrame(
         {
-            "ID": [*bad, "black", "sixteen", "badlabel", "../evil", "dup", "dup"],
-            "Label": ["1"] * 6 + ["7|20", "1", "2", "3"],
+            "ID": [*bad, "black", "sixteen", "small", "badlabel", "../evil", "dup", "dup"],
+            "Label": ["1"] * 7 + ["7|20", "1", "2", "3"],
         }
     )
     _copy_image(images, images, first, "badlabel")
@@ -82,12 +86,13 @@ def test_manifest_has_every_image_once_with_reasons(messy, segmented):
     out, result = segmented
     manifest = pd.read_parquet(out / "images.parquet")
     assert manifest.image_id.is_unique
-    expected = set(messy["good"]) | set(messy["bad"]) | {"black", "sixteen"}
+    expected = set(messy["good"]) | set(messy["bad"]) | {"black", "sixteen", "small"}
     assert set(manifest.image_id) == expected
     by_id = manifest.set_index("image_id")
     for image_id, reason in messy["bad"].items():
         assert by_id.status[image_id] == "error" and reason in by_id.error[image_id], image_id
-    assert (by_id.status[["black", "sixteen", *messy["good"]]] == "ok").all()
+    assert (by_id.status[["black", "sixteen", "small", *messy["good"]]] == "ok").all()
+    assert (by_id.image_height["small"], by_id.image_width["small"]) == (768, 768)
     assert by_id.n_cells["black"] == 0
     assert by_id.n_cells["sixteen"] == by_id.n_cells[messy["first"]] > 0
     assert (by_id.image_height[messy["good"]] == 1024).all()
