@@ -31,6 +31,15 @@ class SynthConfig(_Section):
     noise: float = Field(0.03, ge=0)  # std of additive noise, in units of full brightness
 
 
+class FoldsConfig(_Section):
+    n_folds: int = Field(5, ge=2)  # number of folds
+    seed: int = 0  # permutes the images before stratifying
+    order: int = Field(2, ge=1, le=3)  # label-combination order of the iterative stratification
+    min_positives: int = Field(50, ge=1)  # classes with fewer positives are not repaired
+    tolerance: float = Field(0.03, ge=0)  # repair stops when every such class is this close
+    repair_steps: int = Field(2000, ge=0)  # most single-image moves of the repair pass
+
+
 class ClassicalConfig(_Section):
     scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image
     nucleus_sigma: float = Field(8.0, ge=0)  # blue smoothing, full-resolution px

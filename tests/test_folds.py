@@ -1,0 +1,70 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpa_ray.config import FoldsConfig
+from hpa_ray.folds import balance_table, main, make_folds, read_label_matrix
+from hpa_ray.images import InputError
+
+
+@pytest.fixture(scope="module")
+def real_labels(shared_data):
+    return read_label_matrix(shared_data / "train.csv")
+
+
+def test_real_label_file_every_image_once_every_class_within_10_percent(real_labels):
+    ids, y = real_labels
+    assert len(ids) == 21806
+    cfg = FoldsConfig(n_folds=5, seed=0)
+    folds = make_folds(y, cfg)
+    assert folds.shape == (len(ids),) and set(folds) == set(range(5))
+    table = balance_table(y, folds, 5)
+    watched = table[table.positives >= 50]
+    assert len(watched) >= 15
+    assert watched.max_deviation.max() <= 0.10, watched[["name", "max_deviation"]]
+
+
+def test_other_seeds_differ_and_stay_balanced(real_labels):
+    _, y = real_labels
+    a, b = make_folds(y, FoldsConfig(seed=1)), make_folds(y, FoldsConfig(seed=2))
+    assert (a != b).mean() > 0.5
+    assert np.array_equal(a, make_folds(y, FoldsConfig(seed=1))), "same seed, same folds"
+    table = balance_table(y, b, 5)
+    assert table[table.positives >= 50].max_deviation.max() <= 0.10
+
+
+def test_cli_writes_folds_balance_and_config(shared_data, tmp_path, capsys):
+    out = tmp_path / "f" / "folds.csv"
+    assert main(["--labels", str(shared_data / "train.csv"), "--n-folds", "4", "--output", str(out)]) == 0
+    folds = pd.read_csv(out)
+    assert list(folds.columns) == ["image_id", "fold"] and folds.image_id.is_unique
+    assert len(folds) == 21806 and set(folds.fold) == {0, 1, 2, 3}
+    balance = pd.read_csv(tmp_path / "f" / "folds_balance.csv")
+    assert {"fold_0", "fold_3", "max_deviation", "name"} <= set(balance.columns)
+    assert (tmp_path / "f" / "folds_config.yaml").exists()
+    assert "worst deviation" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "is empty"),
+        ("ID,Labels\na,1\n", "lacks column"),
+        ("ID,Label\na,1\nb,19\n", "line 3: label '19'"),
+        ("ID,Label\na,1\na,2\n", "appears more than once"),
+    ],
+)
+def test_bad_label_files(tmp_path, content, message, capsys):
+    path = tmp_path / "labels.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_label_matrix(path)
+    assert main(["--labels", str(path), "--output", str(tmp_path / "f.csv")]) == 2
+    assert message.split(":")[0] in capsys.readouterr().err
+
+
+def test_too_few_images(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("ID,Label\na,1\nb,2\n")
+    with pytest.raises(InputError, match="cannot make 5 folds"):
+        make_folds(read_label_matrix(path)[1], FoldsConfig())
