@@ -44,13 +44,19 @@ def _stratify(y: np.ndarray, n_folds: int, order: int, seed: int) -> np.ndarray:
 
     # Seeded by permuting the rows: the splitter's own random_state is refused with
     # scikit-learn >= 1.9 ("no effect since shuffle is False").
+    # It also breaks ties with numpy's global generator: seed that too, and put it back.
     perm = np.random.default_rng(seed).permutation(len(y))
     folds = np.full(len(y), -1, np.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        splits = IterativeStratification(n_splits=n_folds, order=order).split(np.zeros((len(y), 1)), y[perm])
-        for fold, (_, test) in enumerate(splits):
-            folds[perm[test]] = fold
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            splits = IterativeStratification(n_splits=n_folds, order=order).split(np.zeros((len(y), 1)), y[perm])
+            for fold, (_, test) in enumerate(splits):
+                folds[perm[test]] = fold
+    finally:
+        np.random.set_state(state)
     return folds
 
 
