@@ -40,6 +40,28 @@ class FoldsConfig(_Section):
     repair_steps: int = Field(2000, ge=0)  # most single-image moves of the repair pass
 
 
+class TrainConfig(_Section):
+    model: Literal["efficientnet-b2", "timm-efficientnet_b2", "tiny"] = "efficientnet-b2"  # build_model
+    pretrained: str | None = None  # null (random), "imagenet" (download) or a local weights file
+    image_size: int | None = Field(None, ge=8)  # crops are resized to this; null: as cut (260)
+    batch_size: int = Field(32, ge=1)  # per worker
+    epochs: int = Field(10, ge=1)  # most epochs (early stopping may end sooner)
+    lr: float = Field(3e-4, gt=0)  # Adam learning rate, annealed by a cosine schedule
+    weight_decay: float = Field(0.0, ge=0)  # Adam weight decay
+    patience: int = Field(3, ge=1)  # epochs without a better val_map before stopping
+    augment: bool = True  # transpose, horizontal and vertical flips, each p=0.5
+    num_workers: int = Field(1, ge=1)  # Ray Train workers per fold (data-parallel)
+    use_gpu: bool | Literal["auto"] = "auto"  # auto: when the cluster has GPUs
+    cpus_per_worker: float = Field(1.0, gt=0)  # CPUs per Ray Train worker
+    gpus_per_worker: float = Field(1.0, ge=0)  # GPUs per worker when use_gpu
+    mixed_precision: bool | Literal["auto"] = "auto"  # bf16 autocast + channels-last; auto: on CUDA
+    threads_per_worker: int = Field(1, ge=1)  # torch CPU threads per worker (one per CPU)
+    seed: int = 0  # model initialisation and data order
+    max_failures: int = Field(2, ge=0)  # worker-group restarts (from the last checkpoint)
+    storage_path: str | None = None  # Ray Train/Tune storage; null: RUN_DIR/ray_results
+    fail_at_epoch: int | None = None  # tests: kill a worker once at this epoch (fault injection)
+
+
 class ClassicalConfig(_Section):
     scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image
     nucleus_sigma: float = Field(8.0, ge=0)  # blue smoothing, full-resolution px

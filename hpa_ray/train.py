@@ -1,0 +1,308 @@
+"""Per-fold training on Ray Train (`python -m hpa_ray.train`); all folds at once via Ray Tune.
+
+Each fold is a Ray Train TorchTrainer: workers stream augmented uint8 batches from Ray Data,
+train with BCE + Adam + cosine annealing, validate each epoch (macro AP over classes, cells
+against their weak labels), checkpoint, and stop early. A worker that dies is restarted and
+resumes from the last checkpoint. `--fold all` runs one Ray Tune trial per fold, in parallel.
+Outputs: RUN_DIR/fold-K/{best/model.pt, metrics.csv, tensorboard/}, RUN_DIR/config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpa_ray import _ray
+from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
+from hpa_ray.metrics import per_class_ap
+from hpa_ray.schema import NUM_CLASSES
+from hpa_ray.train_data import MEAN, STD, DataError, fold_datasets, normalise, read_folds
+
+BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
+STATE = "state.pt"
+
+
+def _use_gpu(cfg: TrainConfig) -> bool:
+    if cfg.use_gpu == "auto":
+        return _ray.cluster_resources().get("GPU", 0) > 0
+    return bool(cfg.use_gpu)
+
+
+def _gather(array: np.ndarray) -> np.ndarray:
+    """Concatenate an array over all workers (validation predictions of every shard)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return array
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, array)
+    return np.concatenate(parts)
+
+
+def _batches(shard, cfg: TrainConfig, device):
+    import torch
+
+    return shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
+                                    dtypes={"crop": torch.uint8, "labels": torch.float32})  # fmt: skip
+
+
+def _evaluate(model, shard, cfg, device, amp, mean, std) -> tuple[float, np.ndarray, np.ndarray]:
+    import torch
+
+    model.eval()
+    losses, scores, labels = [], [], []
+    with torch.no_grad():
+        for batch in _batches(shard, cfg, device):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(normalise(batch["crop"], mean, std)).float()
+            losses.append(torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"]).item())
+            scores.append(torch.sigmoid(logits).cpu().numpy())
+            labels.append(batch["labels"].cpu().numpy())
+    empty = np.zeros((0, NUM_CLASSES), np.float32)
+    scores_all = _gather(np.concatenate(scores) if scores else empty)
+    labels_all = _gather(np.concatenate(labels) if labels else empty)
+    return float(np.mean(losses)) if losses else float("nan"), scores_all, labels_all
+
+
+def _inject_failure(cfg: TrainConfig, epoch: int, fold_dir: Path) -> None:
+    """Tests: kill this worker process once, at cfg.fail_at_epoch."""
+    marker = fold_dir / "injected_failure"
+    if cfg.fail_at_epoch == epoch and not marker.exists():
+        marker.write_text(f"worker killed at epoch {epoch}\n")
+        os._exit(1)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker: config = {"train": TrainConfig dict, "fold": K, "fold_dir": path}."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    from tensorboardX import SummaryWriter
+
+    from hpa_ray.model import build_model
+
+    cfg = TrainConfig.model_validate(config["train"])
+    fold_dir = Path(config["fold_dir"])
+    torch.set_num_threads(cfg.threads_per_worker)
+    torch.manual_seed(cfg.seed)
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    amp = cfg.mixed_precision is True or (cfg.mixed_precision == "auto" and device.type == "cuda")
+    model = build_model(cfg)
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    bare = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    state = {"epoch": -1, "best_map": -1.0, "since_best": 0}
+    best_weights = None
+    resumed_from = -1
+    if checkpoint := ray.train.get_checkpoint():
+        with checkpoint.as_directory() as d:
+            saved = torch.load(Path(d) / STATE, map_location=device, weights_only=False)
+            best_weights = torch.load(Path(d) / BEST_MODEL, map_location="cpu", weights_only=True)
+        bare.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["progress"]
+        resumed_from = state["epoch"]
+    mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, -1, 1, 1)
+    writer = SummaryWriter(str(fold_dir / "tensorboard")) if rank == 0 else None
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for epoch in range(state["epoch"] + 1, cfg.epochs):
+        if rank == 0:
+            _inject_failure(cfg, epoch, fold_dir)
+        model.train()
+        losses = []
+        for batch in _batches(ray.train.get_dataset_shard("train"), cfg, device):
+            x = normalise(batch["crop"], mean, std)
+            if amp:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = loss_fn(model(x).float(), batch["labels"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        scheduler.step()
+        val_loss, scores, labels = _evaluate(model, ray.train.get_dataset_shard("val"), cfg, device, amp, mean, std)
+        ap = per_class_ap(labels, scores)
+        val_map = float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
+        if val_map > state["best_map"]:
+            state.update(best_map=val_map, since_best=0)
+            best_weights = {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}
+        else:
+            state["since_best"] += 1
+        state["epoch"] = epoch
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                   "val_loss": val_loss, "val_map": val_map, "best_val_map": state["best_map"],
+                   "lr": scheduler.get_last_lr()[0], "resumed_from_epoch": resumed_from,
+                   **{f"ap_{c}": float(v) for c, v in enumerate(ap)}}  # fmt: skip
+        _report(metrics, rank, bare, optimizer, scheduler, state, best_weights, writer, fold_dir)
+        if state["since_best"] >= cfg.patience:
+            break
+    if writer is not None:
+        writer.close()
+
+
+def _report(metrics, rank, model, optimizer, scheduler, state, best_weights, writer, fold_dir: Path) -> None:
+    import ray.train
+    import torch
+
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    for key, value in metrics.items():
+        if key != "epoch" and np.isfinite(value):
+            writer.add_scalar(key, value, metrics["epoch"])
+    writer.flush()
+    with open(fold_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "progress": dict(state)}, Path(tmp) / STATE)  # fmt: skip
+        torch.save(best_weights, Path(tmp) / BEST_MODEL)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: str | Path, cfg: TrainConfig,
+             callbacks: tuple = ()) -> dict:  # fmt: skip
+    """Train one fold with Ray Train; returns the best epoch's metrics. See the module docstring."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    _ray.init_ray()
+    run_dir = Path(run_dir).resolve()
+    fold_dir = run_dir / f"fold-{fold}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    (fold_dir / "metrics.jsonl").unlink(missing_ok=True)
+    train_ds, val_ds = fold_datasets(str(cells_dir), read_folds(folds_csv), fold, cfg.image_size, cfg.augment)
+    gpu = _use_gpu(cfg)
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": cfg.model_dump(), "fold": fold, "fold_dir": str(fold_dir)},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=f"{run_dir.name}-fold-{fold}",
+            storage_path=cfg.storage_path or str(run_dir / "ray_results"),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks),
+        ),
+        datasets={"train": train_ds, "val": val_ds},
+    )
+    result = trainer.fit()
+    return _export_fold(result, fold_dir)
+
+
+def _export_fold(result, fold_dir: Path) -> dict:
+    """Best weights → fold_dir/best/model.pt; per-epoch metrics (restarts deduplicated) → CSV."""
+    if result.checkpoint is None:
+        raise RuntimeError(f"training of {fold_dir.name} reported no checkpoint: {result.error}")
+    (fold_dir / "best").mkdir(exist_ok=True)
+    with result.checkpoint.as_directory() as d:
+        shutil.copy(Path(d) / BEST_MODEL, fold_dir / "best" / "model.pt")
+    rows = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    metrics.to_csv(fold_dir / "metrics.csv", index=False)
+    best = metrics.loc[metrics.val_map.idxmax()].to_dict()
+    (fold_dir / "best" / "metrics.json").write_text(json.dumps(best, indent=2))
+    return best
+
+
+def concurrent_folds(cfg: TrainConfig, n_folds: int) -> int:
+    """Folds that fit at once, leaving one CPU for Ray Data's read/augment tasks (without it
+    the trials' workers hold every CPU and the data never arrives: a silent hang)."""
+    resources = _ray.cluster_resources()
+    per_fold_cpu = cfg.num_workers * cfg.cpus_per_worker
+    fit = int((resources.get("CPU", 1) - 1) // per_fold_cpu)
+    if _use_gpu(cfg):
+        fit = min(fit, int(resources.get("GPU", 0) // (cfg.num_workers * cfg.gpus_per_worker)))
+    return max(1, min(n_folds, fit))
+
+
+def _fold_trial(config: dict) -> None:
+    """One Ray Tune trial = one fold's TorchTrainer, reporting to Tune (function trainable:
+    Ray Train V2 refuses a Trainer passed to Tuner directly)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = TrainConfig.model_validate(config["train"])
+    fit_fold(config["cells"], config["folds"], config["fold"], config["run_dir"], cfg, (TuneReportCallback(),))
+
+
+def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfig) -> pd.DataFrame:
+    """All `folds` in parallel, one Ray Tune trial each; returns each fold's best metrics."""
+    from ray import tune
+
+    _ray.init_ray()
+    run_dir = Path(run_dir).resolve()
+    param_space = {"fold": tune.grid_search(folds), "train": cfg.model_dump(), "cells": str(Path(cells_dir).resolve()),
+                   "folds": str(Path(folds_csv).resolve()), "run_dir": str(run_dir)}  # fmt: skip
+    # The trial's driver holds no CPU (its workers do): on a small machine a 1-CPU driver per
+    # trial leaves the workers waiting forever; {"CPU": 0} alone is refused by Tune.
+    trainable = tune.with_resources(_fold_trial, {"CPU": 0, "memory": 1})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_folds(cfg, len(folds))),
+        run_config=tune.RunConfig(
+            name=f"{run_dir.name}-folds", storage_path=cfg.storage_path or str(run_dir / "ray_results")
+        ),
+    )
+    grid = tuner.fit()
+    errors = [r.error for r in grid if r.error]
+    if errors:
+        raise RuntimeError(f"{len(errors)} fold(s) failed: {errors[0]}")
+    rows = [json.loads((run_dir / f"fold-{k}" / "best" / "metrics.json").read_text()) | {"fold": k} for k in folds]
+    return pd.DataFrame(rows)
+
+
+def _write_run_config(run_dir: Path, cfg: TrainConfig, cells_dir: Path) -> None:
+    write_resolved(cfg, run_dir / "config.yaml")
+    segment_cfg = cells_dir.parent / "segment_config.yaml"
+    if segment_cfg.exists():  # predict segments test images the way the models were trained
+        shutil.copy(segment_cfg, run_dir / "segment_config.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpa_ray.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", required=True, help="cells Parquet directory (segment's OUT/cells)")
+    parser.add_argument("--folds", required=True, help="folds CSV (image_id,fold)")
+    parser.add_argument("--fold", default="all", help="a fold number, or all (parallel, via Ray Tune)")
+    parser.add_argument("--run-dir", required=True, help="where fold-K/ and config.yaml go")
+    parser.add_argument("--config", help="YAML TrainConfig (conf/train.yaml)")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. epochs=5")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
+        run_dir = Path(args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_run_config(run_dir, cfg, Path(args.cells))
+        if len(folds) == 1:
+            table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
+        else:
+            table = train_folds(args.cells, args.folds, folds, run_dir, cfg)
+    except (ConfigError, DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table[["fold", "epoch", "train_loss", "val_loss", "val_map"]].to_string(index=False))
+    print(f"train: {len(folds)} fold(s), mean best val_map {table.val_map.mean():.4f} → {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    from hpa_ray.train import main as _main
+
+    sys.exit(_main())
