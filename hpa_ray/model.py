@@ -91,8 +91,15 @@ def _timm_b2(pretrained: str | None) -> nn.Module:
 _BUILDERS = {"efficientnet-b2": _efficientnet_b2, "timm-efficientnet_b2": _timm_b2, "tiny": lambda _: _tiny()}
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The classifier named by cfg.model, with cfg.pretrained weights where it takes them."""
+def check_model_config(cfg: TrainConfig) -> None:
+    """Fail early, on the driver, for what would otherwise fail inside every worker."""
     if cfg.model == "tiny" and cfg.pretrained:
         raise ModelError("model tiny has no pretrained weights")
+    if cfg.pretrained not in (None, "imagenet") and not Path(cfg.pretrained).is_file():
+        raise ModelError(f"pretrained weights {cfg.pretrained} do not exist")
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The classifier named by cfg.model, with cfg.pretrained weights where it takes them."""
+    check_model_config(cfg)
     return _BUILDERS[cfg.model](cfg.pretrained)

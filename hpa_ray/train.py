@@ -23,6 +23,7 @@ import pandas as pd
 from hpa_ray import _ray
 from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
 from hpa_ray.metrics import per_class_ap
+from hpa_ray.model import ModelError
 from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.train_data import MEAN, STD, DataError, fold_datasets, normalise, read_folds
 
@@ -181,6 +182,9 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from hpa_ray.model import check_model_config
+
+    check_model_config(cfg)
     _ray.init_ray()
     run_dir = Path(run_dir).resolve()
     fold_dir = run_dir / f"fold-{fold}"
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
         else:
             table = train_folds(args.cells, args.folds, folds, run_dir, cfg)
-    except (ConfigError, DataError, ValueError) as exc:
+    except (ConfigError, DataError, ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table[["fold", "epoch", "train_loss", "val_loss", "val_map"]].to_string(index=False))

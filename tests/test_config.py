@@ -3,11 +3,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpa_ray.config import ConfigError, FoldsConfig, SegmentConfig, SynthConfig, load_config, write_resolved
+from hpa_ray.config import (
+    ConfigError,
+    FoldsConfig,
+    SegmentConfig,
+    SynthConfig,
+    TrainConfig,
+    load_config,
+    write_resolved,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Every file in conf/ and the config class it configures.
-CONF_CLASSES = {"folds.yaml": FoldsConfig, "segment.yaml": SegmentConfig, "synth.yaml": SynthConfig}
+CONF_CLASSES = {
+    "folds.yaml": FoldsConfig,
+    "segment.yaml": SegmentConfig,
+    "synth.yaml": SynthConfig,
+    "train.yaml": TrainConfig,
+}
 
 
 def test_every_conf_file_loads_and_is_known():

@@ -1,0 +1,106 @@
+"""Folds → Ray Train → Ray Tune over folds, on CPU with synthetic cells, through the real code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from hpa_ray.config import FoldsConfig, SegmentConfig, SynthConfig, TrainConfig
+from hpa_ray.folds import make_folds, read_label_matrix
+from hpa_ray.model import ModelError, build_model
+from hpa_ray.segment import run_segment
+from hpa_ray.synth import generate
+from hpa_ray.train import fit_fold, main, train_folds
+
+CROP = 64
+FAST = dict(model="tiny", batch_size=32, lr=3e-3, cpus_per_worker=0.5, patience=10)
+
+
+@pytest.fixture(scope="module")
+def cells(ray_local, tmp_path_factory):
+    """~200 labelled cells from 16 synthetic 2048² images, in 3 image-level folds."""
+    root = tmp_path_factory.mktemp("train")
+    data = generate(root / "synth", n_images=16, seed=4, cfg=SynthConfig(size=2048))
+    run_segment(data / "images", root / "seg", SegmentConfig(crop_size=CROP), data / "labels.csv")
+    ids, y = read_label_matrix(data / "labels.csv")
+    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(
+        root / "folds.csv", index=False
+    )
+    return {"cells": root / "seg" / "cells", "folds": root / "folds.csv", "root": root}
+
+
+def _chance_map(cells, fold: int) -> float:
+    """Macro AP of an uninformed scorer on the fold's cells: each class's prevalence."""
+    table = pq.read_table(cells["cells"], columns=["image_id", "labels"]).to_pandas()
+    table = table.merge(pd.read_csv(cells["folds"]), on="image_id")
+    labels = np.stack(table[table.fold == fold].labels.values)
+    prevalence = labels.mean(0)
+    return float(prevalence[(prevalence > 0) & (prevalence < 1)].mean())
+
+
+def test_efficientnet_b2_forward_backward_on_cpu(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(TrainConfig())
+    x = torch.randn(2, 4, 64, 64)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), torch.zeros(2, 19))
+    loss.backward()
+    assert model(x).shape == (2, 19)
+    assert model._conv_stem.weight.shape[1] == 4 and model._conv_stem.weight.grad.abs().sum() > 0
+    # ImageNet weights from a local file of efficientnet-pytorch's contract (3 channels, 1000 classes).
+    from efficientnet_pytorch import EfficientNet
+
+    imagenet = EfficientNet.from_name("efficientnet-b2").state_dict()
+    torch.save(imagenet, tmp_path / "b2.pth")
+    loaded = build_model(TrainConfig(pretrained=str(tmp_path / "b2.pth")))
+    stem = loaded._conv_stem.weight
+    assert torch.equal(stem[:, :3], imagenet["_conv_stem.weight"]) and torch.equal(stem[:, 3], stem[:, 0])
+    assert torch.equal(loaded._blocks[3]._depthwise_conv.weight, imagenet["_blocks.3._depthwise_conv.weight"])
+    with pytest.raises(ModelError, match="do not exist"):
+        build_model(TrainConfig(pretrained=str(tmp_path / "missing.pth")))
+
+
+def test_one_fold_learns_and_writes_its_outputs(cells, tmp_path):
+    cfg = TrainConfig(**FAST, epochs=6)
+    best = fit_fold(cells["cells"], cells["folds"], 0, tmp_path / "run", cfg)
+    fold_dir = tmp_path / "run" / "fold-0"
+    metrics = pd.read_csv(fold_dir / "metrics.csv")
+    assert list(metrics.epoch) == list(range(6))
+    assert metrics.train_loss.iloc[-1] < 0.8 * metrics.train_loss.iloc[0], "the loss falls"
+    assert best["val_map"] >= 1.3 * _chance_map(cells, 0), "validation AP rises above chance"
+    assert {f"ap_{c}" for c in range(19)} <= set(metrics.columns)
+    state = torch.load(fold_dir / "best" / "model.pt", weights_only=True)
+    model = build_model(cfg)
+    model.load_state_dict(state)
+    assert any(p.name.startswith("events.out.tfevents") for p in (fold_dir / "tensorboard").iterdir())
+
+
+def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):
+    cfg = TrainConfig(**FAST, epochs=4, fail_at_epoch=2)
+    fit_fold(cells["cells"], cells["folds"], 1, tmp_path / "run", cfg)
+    fold_dir = tmp_path / "run" / "fold-1"
+    assert (fold_dir / "injected_failure").exists(), "the failure was injected"
+    reports = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
+    restarted = [r for r in reports if r["resumed_from_epoch"] >= 0]
+    assert restarted, "training went on after the worker died"
+    first = restarted[0]
+    assert first["epoch"] == first["resumed_from_epoch"] + 1 >= 1, "resumed from a checkpoint, not epoch 0"
+    assert list(pd.read_csv(fold_dir / "metrics.csv").epoch) == [0, 1, 2, 3]
+
+
+def test_all_folds_in_parallel_through_tune_and_cli_errors(cells, tmp_path, capsys):
+    cfg = TrainConfig(**FAST, epochs=2)
+    table = train_folds(cells["cells"], cells["folds"], [0, 1, 2], tmp_path / "run", cfg)
+    assert sorted(table.fold) == [0, 1, 2]
+    for k in range(3):
+        assert (tmp_path / "run" / f"fold-{k}" / "best" / "model.pt").exists()
+    args = ["--cells", str(cells["cells"]), "--folds", str(cells["folds"]), "--run-dir", str(tmp_path / "x")]
+    assert main([*args, "--fold", "7", "model=tiny"]) == 2
+    assert "fold 7 is not in the folds file" in capsys.readouterr().err
+    assert main([*args, "--fold", "0", "pretrained=/nope.pth"]) == 2
+    assert main([*args, "--fold", "0", "epochz=3"]) == 2
+    assert "unknown key 'epochz'" in capsys.readouterr().err
