@@ -62,6 +62,33 @@ class TrainConfig(_Section):
     fail_at_epoch: int | None = None  # tests: kill a worker once at this epoch (fault injection)
 
 
+class SearchDim(_Section):
+    type: Literal["loguniform", "uniform", "choice"]  # how the values are drawn
+    low: float | None = None  # loguniform/uniform: lower bound
+    high: float | None = None  # loguniform/uniform: upper bound
+    values: list | None = None  # choice: the candidates
+
+
+class AshaConfig(_Section):
+    grace_period: int = Field(2, ge=1)  # epochs every trial gets before it may be stopped
+    reduction_factor: int = Field(2, ge=2)  # 1/reduction_factor of the trials go on at each rung
+
+
+class TuneConfig(_Section):
+    fold: int = 0  # the fold whose validation AP is optimised
+    num_samples: int = Field(8, ge=1)  # trials
+    max_concurrent_trials: int | Literal["auto"] = "auto"  # auto: what fits, one CPU kept for data
+    seed: int = 0  # Optuna's sampler seed
+    asha: AshaConfig = AshaConfig()  # early stopping of weak trials
+    search_space: dict[str, SearchDim] = {  # TrainConfig keys → how to draw them
+        "lr": SearchDim(type="loguniform", low=1e-4, high=3e-3),
+        "weight_decay": SearchDim(type="loguniform", low=1e-6, high=1e-3),
+        "batch_size": SearchDim(type="choice", values=[16, 32, 64]),
+        "epochs": SearchDim(type="choice", values=[6, 8]),
+    }
+    train: TrainConfig = TrainConfig()  # the base every trial starts from
+
+
 class ClassicalConfig(_Section):
     scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image
     nucleus_sigma: float = Field(8.0, ge=0)  # blue smoothing, full-resolution px

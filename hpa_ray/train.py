@@ -188,8 +188,9 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     _ray.init_ray()
     run_dir = Path(run_dir).resolve()
     fold_dir = run_dir / f"fold-{fold}"
+    # Same run name and storage path: Ray Train resumes a run that was interrupted (its
+    # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
     fold_dir.mkdir(parents=True, exist_ok=True)
-    (fold_dir / "metrics.jsonl").unlink(missing_ok=True)
     train_ds, val_ds = fold_datasets(str(cells_dir), read_folds(folds_csv), fold, cfg.image_size, cfg.augment)
     gpu = _use_gpu(cfg)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}

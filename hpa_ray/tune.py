@@ -1,0 +1,163 @@
+"""Hyperparameter search on Ray Tune: Optuna + ASHA over one fold (`python -m hpa_ray.tune`).
+
+Every trial trains through `hpa_ray.train.fit_fold`, the same Ray Train code as `train`.
+The search space lives in conf/tune.yaml. Outputs in RUN_DIR: best_config.yaml (a TrainConfig
+that `train --config` accepts), trials.csv (one row per trial), trials/<trial>/fold-K/ (each
+trial's metrics and TensorBoard logs), ray_results/ (Tune's experiment, for --resume and the
+dashboard / TensorBoard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from hpa_ray import _ray
+from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
+from hpa_ray.model import ModelError
+from hpa_ray.train import _use_gpu, fit_fold
+from hpa_ray.train_data import DataError, read_folds
+
+METRIC, MODE = "val_map", "max"
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
+
+
+class SearchInterrupted(RuntimeError):
+    """The search stopped (Ctrl-C, SIGINT) before every trial ended."""
+
+
+def _domain(dim: SearchDim):
+    from ray import tune
+
+    if dim.type == "choice":
+        if not dim.values:
+            raise ConfigError(f"search dimension of type choice needs values, got {dim.values!r}")
+        return tune.choice(dim.values)
+    if dim.low is None or dim.high is None or dim.low >= dim.high:
+        raise ConfigError(f"search dimension of type {dim.type} needs low < high, got {dim.low}, {dim.high}")
+    return (tune.loguniform if dim.type == "loguniform" else tune.uniform)(dim.low, dim.high)
+
+
+def search_space(cfg: TuneConfig) -> dict:
+    """conf/tune.yaml's search_space → Ray Tune domains, checked against TrainConfig's keys."""
+    unknown = set(cfg.search_space) - set(TrainConfig.model_fields)
+    if unknown:
+        raise ConfigError(f"search_space: {sorted(unknown)} are not TrainConfig keys")
+    return {key: _domain(dim) for key, dim in cfg.search_space.items()}
+
+
+def _trial(params: dict, base: dict, cells: str, folds: str, fold: int, run_dir: str) -> None:
+    """One trial: the base TrainConfig with the sampled values, trained by fit_fold."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = TrainConfig.model_validate({**base, **params})
+    trial_dir = Path(run_dir) / "trials" / tune.get_context().get_trial_id()
+    fit_fold(cells, folds, fold, trial_dir, cfg, (TuneReportCallback(),))
+
+
+def _max_epochs(cfg: TuneConfig) -> int:
+    dim = cfg.search_space.get("epochs")
+    return int(max(dim.values)) if dim and dim.type == "choice" else cfg.train.epochs
+
+
+def _concurrency(cfg: TuneConfig) -> int:
+    if cfg.max_concurrent_trials != "auto":
+        return int(cfg.max_concurrent_trials)
+    resources = _ray.cluster_resources()
+    per_trial = cfg.train.num_workers * cfg.train.cpus_per_worker
+    fit = int((resources.get("CPU", 1) - 1) // per_trial)  # one CPU kept for Ray Data's tasks
+    if _use_gpu(cfg.train):
+        fit = min(fit, int(resources.get("GPU", 0) // (cfg.train.num_workers * cfg.train.gpus_per_worker)))
+    return max(1, fit)
+
+
+def _tuner(cells, folds_csv, run_dir: Path, cfg: TuneConfig, resume: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=cfg.train.model_dump(), cells=str(Path(cells).resolve()),
+                             folds=str(Path(folds_csv).resolve()), fold=cfg.fold, run_dir=str(run_dir)),
+        {"CPU": 0, "memory": 1},  # the trial's driver holds no CPU: its Train workers do
+    )  # fmt: skip
+    storage = cfg.train.storage_path or str(run_dir / "ray_results")
+    experiment = Path(storage) / f"{run_dir.name}-search"
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise ConfigError(f"--resume: no search to resume at {experiment}")
+        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    scheduler = ASHAScheduler(max_t=_max_epochs(cfg), grace_period=cfg.asha.grace_period,
+                              reduction_factor=cfg.asha.reduction_factor)  # fmt: skip
+    return tune.Tuner(
+        trainable,
+        param_space=search_space(cfg),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=scheduler,
+            search_alg=OptunaSearch(seed=cfg.seed), max_concurrent_trials=_concurrency(cfg),
+        ),
+        run_config=tune.RunConfig(name=experiment.name, storage_path=storage),
+    )  # fmt: skip
+
+
+def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False) -> pd.DataFrame:
+    """Run (or resume) the search; writes best_config.yaml and trials.csv; returns the table."""
+    if cfg.fold not in set(read_folds(folds_csv).fold):
+        raise DataError(f"fold {cfg.fold} is not in {folds_csv}")
+    search_space(cfg)  # config errors before anything starts
+    _ray.init_ray()
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved(cfg, run_dir / "tune_config.yaml")
+    grid = _tuner(cells, folds_csv, run_dir, cfg, resume).fit()
+    if grid.num_terminated + grid.num_errors < cfg.num_samples:
+        raise SearchInterrupted(f"search stopped with {grid.num_terminated} of {cfg.num_samples} trials done; "
+                                "run the same command with --resume to continue it")  # fmt: skip
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe
+        best = history[METRIC].max() if history is not None and METRIC in history else float("nan")
+        epochs = int(history["epoch"].max()) + 1 if history is not None and "epoch" in history else 0
+        rows.append({"trial_id": result.metrics.get("trial_id") if result.metrics else None, **result.config,
+                     "epochs_run": epochs, f"best_{METRIC}": best, "error": str(result.error or "")})  # fmt: skip
+    table = pd.DataFrame(rows).sort_values(f"best_{METRIC}", ascending=False)
+    table.to_csv(run_dir / "trials.csv", index=False)
+    best = grid.get_best_result(metric=METRIC, mode=MODE, scope="all")
+    write_resolved(TrainConfig.model_validate({**cfg.train.model_dump(), **best.config}), run_dir / "best_config.yaml")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpa_ray.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", required=True, help="cells Parquet directory")
+    parser.add_argument("--folds", required=True, help="folds CSV")
+    parser.add_argument("--run-dir", required=True, help="where best_config.yaml, trials.csv, trials/ go")
+    parser.add_argument("--config", help="YAML TuneConfig (conf/tune.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted search in RUN_DIR")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. num_samples=4 train.model=tiny")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(TuneConfig, args.config, args.overrides)
+        table = run_search(args.cells, args.folds, args.run_dir, cfg, args.resume)
+    except (ConfigError, DataError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SearchInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(table.to_string(index=False, max_colwidth=30))
+    print(
+        f"tune: {len(table)} trials; best {METRIC} {table[f'best_{METRIC}'].max():.4f}; "
+        f"best config → {Path(args.run_dir) / 'best_config.yaml'} (python -m hpa_ray.train --config it)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from hpa_ray.tune import main as _main
+
+    sys.exit(_main())
