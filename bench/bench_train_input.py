@@ -62,7 +62,7 @@ def main() -> None:
             n += len(prepare_batch(pa.Table.from_batches([batch]), None, augment=True)["crop"])
     one_core = n / (time.perf_counter() - start)
     train, _ = fold_datasets(str(cells_dir), pd.read_csv(folds_csv), 0, None, augment=True)
-    for epoch in range(2):  # the first pass starts workers; report the second
+    for _epoch in range(2):  # the first pass starts workers; report the second
         start, seen = time.perf_counter(), 0
         for batch in train.iter_torch_batches(batch_size=64):
             seen += len(batch["crop"])

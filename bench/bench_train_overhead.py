@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-
 from bench_train_input import make_cells
+
 from hpa_ray import _ray
 from hpa_ray.config import TrainConfig
 from hpa_ray.metrics import macro_ap
