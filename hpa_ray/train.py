@@ -226,9 +226,10 @@ def _export_fold(result, fold_dir: Path) -> dict:
     return best
 
 
-def concurrent_folds(cfg: TrainConfig, n_folds: int) -> int:
-    """Folds that fit at once, leaving one CPU for Ray Data's read/augment tasks (without it
-    the trials' workers hold every CPU and the data never arrives: a silent hang)."""
+def concurrent_trials(cfg: TrainConfig, n_folds: int) -> int:
+    """Trainings (folds, or search trials) that fit at once, at most n_folds, leaving one CPU
+    for Ray Data's read/augment tasks (without it the trials' workers hold every CPU and the
+    data never arrives: a silent hang)."""
     resources = _ray.cluster_resources()
     per_fold_cpu = cfg.num_workers * cfg.cpus_per_worker
     fit = int((resources.get("CPU", 1) - 1) // per_fold_cpu)
@@ -260,7 +261,7 @@ def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfi
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_folds(cfg, len(folds))),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(cfg, len(folds))),
         run_config=tune.RunConfig(
             name=f"{run_dir.name}-folds", storage_path=cfg.storage_path or str(run_dir / "ray_results")
         ),

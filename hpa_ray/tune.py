@@ -18,7 +18,7 @@ import pandas as pd
 from hpa_ray import _ray
 from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
 from hpa_ray.model import ModelError
-from hpa_ray.train import _use_gpu, fit_fold
+from hpa_ray.train import concurrent_trials, fit_fold
 from hpa_ray.train_data import DataError, read_folds
 
 METRIC, MODE = "val_map", "max"
@@ -67,12 +67,7 @@ def _max_epochs(cfg: TuneConfig) -> int:
 def _concurrency(cfg: TuneConfig) -> int:
     if cfg.max_concurrent_trials != "auto":
         return int(cfg.max_concurrent_trials)
-    resources = _ray.cluster_resources()
-    per_trial = cfg.train.num_workers * cfg.train.cpus_per_worker
-    fit = int((resources.get("CPU", 1) - 1) // per_trial)  # one CPU kept for Ray Data's tasks
-    if _use_gpu(cfg.train):
-        fit = min(fit, int(resources.get("GPU", 0) // (cfg.train.num_workers * cfg.train.gpus_per_worker)))
-    return max(1, fit)
+    return concurrent_trials(cfg.train, cfg.num_samples)
 
 
 def _tuner(cells, folds_csv, run_dir: Path, cfg: TuneConfig, resume: bool):
