@@ -7,6 +7,9 @@ import sys
 STAGES = {
     "synth": "generate synthetic HPA-like images with per-cell truth",
     "segment": "segment images into cells (Ray Data) → cells Parquet + images manifest",
+    "folds": "image-level folds by iterative stratification → folds.csv + balance table",
+    "train": "train a classifier per fold on Ray Train; all folds in parallel via Ray Tune",
+    "tune": "hyperparameter search on Ray Tune (Optuna + ASHA) through the same training",
     "demo": "run the whole pipeline on generated data on a local Ray (python -m hpa_ray demo)",
 }
 

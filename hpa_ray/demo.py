@@ -1,7 +1,8 @@
 """The whole pipeline on generated data, on an embedded local Ray (`python -m hpa_ray demo`).
 
-Stages so far: synthetic train and test sets → segmentation of both. Later stages (folds,
-search, training, predict, evaluate) join here as they land.
+Stages so far: synthetic train and test sets → segmentation of both → image-level folds →
+every fold trained in parallel (Ray Tune trials of Ray Train runs). Later stages (search,
+predict, evaluate) join here as they land.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpa_ray.config import SegmentConfig, SynthConfig
+import pandas as pd
+
+from hpa_ray.config import FoldsConfig, SegmentConfig, SynthConfig, TrainConfig
+from hpa_ray.folds import make_folds, read_label_matrix
 from hpa_ray.segment import run_segment, summary_line
 from hpa_ray.synth import generate
+from hpa_ray.train import train_folds
 
 
 @dataclass(frozen=True)
@@ -22,11 +27,14 @@ class DemoSize:
     test_images: int
     image_size: int
     crop_size: int
+    folds: int
+    model: str
+    epochs: int
 
 
 SIZES = {
-    "full": DemoSize(train_images=48, test_images=12, image_size=1024, crop_size=128),
-    "quick": DemoSize(train_images=6, test_images=3, image_size=1024, crop_size=64),
+    "full": DemoSize(48, 12, image_size=1024, crop_size=128, folds=3, model="efficientnet-b2", epochs=3),
+    "quick": DemoSize(8, 3, image_size=1024, crop_size=64, folds=2, model="tiny", epochs=2),
 }
 
 
@@ -52,6 +60,20 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False) -> dict[str, P
         print(summary_line(result))
         outputs[f"{split}_cells"] = out / "segment" / split / "cells"
         outputs[f"{split}_manifest"] = out / "segment" / split / "images.parquet"
+    _step(f"folds: {size.folds}, over images")
+    ids, y = read_label_matrix(outputs["train_data"] / "labels.csv")
+    outputs["folds"] = out / "folds.csv"
+    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=size.folds, seed=seed))}).to_csv(
+        outputs["folds"], index=False
+    )
+    _step(f"train {size.folds} folds in parallel: {size.model}, {size.epochs} epochs")
+    train_cfg = TrainConfig(model=size.model, epochs=size.epochs, batch_size=32, lr=3e-3 if quick else 1e-3,
+                            cpus_per_worker=0.5, patience=size.epochs, seed=seed)  # fmt: skip
+    table = train_folds(
+        outputs["train_cells"], outputs["folds"], list(range(size.folds)), out / "runs" / "demo", train_cfg
+    )
+    print(table[["fold", "epoch", "val_loss", "val_map"]].to_string(index=False))
+    outputs["models"] = out / "runs" / "demo"
     return outputs
 
 
@@ -59,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpa_ray demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (about a minute), for tests")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a few minutes), for tests")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     outputs = run_demo(args.out, args.seed, args.quick)

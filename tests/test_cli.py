@@ -19,13 +19,13 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_package_lists_its_stages():
     out = _run("-m", "hpa_ray")
     assert out.returncode == 0
-    for stage in ("synth", "segment", "demo"):
+    for stage in ("synth", "segment", "folds", "train", "tune", "demo"):
         assert stage in out.stdout
     assert _run("-m", "hpa_ray", "nonsense").returncode == 2
 
 
 def test_stage_help():
-    for stage in ("synth", "segment"):
+    for stage in ("synth", "segment", "folds", "train", "tune"):
         out = _run("-m", f"hpa_ray.{stage}", "--help")
         assert out.returncode == 0 and "--config" in out.stdout
 
@@ -37,6 +37,8 @@ def test_quick_demo_end_to_end(tmp_path):
     manifest = pd.read_parquet(tmp_path / "demo" / "segment" / "train" / "images.parquet")
     assert (manifest.status == "ok").all() and manifest.n_cells.sum() > 0
     assert (tmp_path / "demo" / "segment" / "test" / "cells").is_dir()
+    for k in (0, 1):
+        assert (tmp_path / "demo" / "runs" / "demo" / f"fold-{k}" / "best" / "model.pt").exists()
 
 
 def test_segment_cli_in_a_fresh_process(synth_set, tmp_path):
