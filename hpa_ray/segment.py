@@ -63,7 +63,7 @@ def _decode(row: dict, cfg_json: str) -> dict:
     image, model_input, error = _EMPTY, _EMPTY, ""
     try:
         image = read_image(list(row["paths"]))
-        model_input = build_preprocess(_worker_config(cfg_json))(image)
+        model_input = _worker_steps(cfg_json)[0](image)
     except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
         image, error = _EMPTY, _error(exc, "decode")
     return {
@@ -154,6 +154,13 @@ def _worker_config(cfg_json: str) -> SegmentConfig:
     return SegmentConfig.model_validate_json(cfg_json)
 
 
+@functools.lru_cache(maxsize=2)
+def _worker_steps(cfg_json: str):
+    """(preprocess, postprocess) of the backend, built once per worker process and config."""
+    cfg = _worker_config(cfg_json)
+    return build_preprocess(cfg), build_postprocess(cfg)
+
+
 def _cut(row: dict, cfg_json: str) -> dict:
     start = time.perf_counter()
     seg_cfg = _worker_config(cfg_json)
@@ -172,7 +179,7 @@ def _cut(row: dict, cfg_json: str) -> dict:
         out.update(status="error", error=error, image_height=0, image_width=0)
     else:
         try:
-            labels = upsample_labels(build_postprocess(seg_cfg)(row["raw"]), height, width)
+            labels = upsample_labels(_worker_steps(cfg_json)[1](row["raw"]), height, width)
             cut = cut_cells(image, labels, seg_cfg.crop_size)
             out["n_cells"] = len(cut["cell_id"])
             if out["n_cells"]:
@@ -315,7 +322,6 @@ def run_segment(
     done = _prepare_out(out_dir, cfg, overwrite)
     jobs = [j for j in listing.jobs if j["image_id"] not in done]
     _write_refused(out_dir, listing.refused)
-    cells = 0
     if jobs:
         _ray.init_ray()
         with _reservation(enabled=infer_in_actors(cfg)):
