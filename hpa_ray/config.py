@@ -50,6 +50,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)  # Adam weight decay
     patience: int = Field(3, ge=1)  # epochs without a better val_map before stopping
     augment: bool = True  # transpose, horizontal and vertical flips, each p=0.5
+    cache_data: bool | Literal["auto"] = "auto"  # fold's crops kept in the object store; auto: if all fit in 1/4
     num_workers: int = Field(1, ge=1)  # Ray Train workers per fold (data-parallel)
     use_gpu: bool | Literal["auto"] = "auto"  # auto: when the cluster has GPUs
     cpus_per_worker: float = Field(1.0, gt=0)  # CPUs per Ray Train worker
@@ -129,6 +130,18 @@ class SegmentConfig(_Section):
     hpa: HpaConfig = HpaConfig()
 
 
+class PredictConfig(_Section):
+    min_confidence: float = Field(0.01, ge=0, le=1)  # (cell, class) pairs below this are not written
+    top_k: int = Field(8, ge=1, le=19)  # most classes written per cell, most confident first
+    tta: bool = True  # also score the horizontally and vertically flipped crop; mean of all
+    batch_size: int = Field(64, ge=1)  # crops per forward pass
+    images_per_batch: int = Field(4, ge=1)  # images per call of a GPU classifier actor (CPU: a block of images)
+    use_gpu: bool | Literal["auto"] = "auto"  # classify in GPU actors; auto: when the cluster has GPUs
+    actors: int | Literal["auto"] = "auto"  # GPU classifier actors; auto: one per GPU
+    actor_num_gpus: float = Field(0.5, gt=0, le=1)  # GPU share per classifier actor (hpa segmentation may share it)
+    segment: dict = {}  # SegmentConfig keys replacing the run's segment_config.yaml (e.g. hpa.cell_model)
+
+
 Cfg = TypeVar("Cfg", bound=BaseModel)
 
 
@@ -202,3 +215,11 @@ def write_resolved(cfg: BaseModel, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return path
+
+
+def with_updates(cfg: Cfg, updates: dict, source: str) -> Cfg:
+    """`cfg` with the nested `updates` applied and validated again (ConfigError naming `source`)."""
+    try:
+        return type(cfg).model_validate(_merge(cfg.model_dump(), updates))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

@@ -4,7 +4,8 @@ Each fold is a Ray Train TorchTrainer: workers stream augmented uint8 batches fr
 train with BCE + Adam + cosine annealing, validate each epoch (macro AP over classes, cells
 against their weak labels), checkpoint, and stop early. A worker that dies is restarted and
 resumes from the last checkpoint. `--fold all` runs one Ray Tune trial per fold, in parallel.
-Outputs: RUN_DIR/fold-K/{best/model.pt, metrics.csv, tensorboard/}, RUN_DIR/config.yaml.
+Outputs: RUN_DIR/fold-K/{best/model.pt, config.yaml, metrics.csv, tensorboard/}, RUN_DIR/config.yaml,
+RUN_DIR/segment_config.yaml (copied from the cells: predict segments test images the same way).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
 from hpa_ray.metrics import per_class_ap
 from hpa_ray.model import ModelError
 from hpa_ray.schema import NUM_CLASSES
-from hpa_ray.train_data import MEAN, STD, DataError, fold_datasets, normalise, read_folds
+from hpa_ray.train_data import MEAN, STD, DataError, crops_bytes, fold_datasets, normalise, read_folds
 
 BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
 STATE = "state.pt"
@@ -95,6 +97,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
     rank = ray.train.get_context().get_world_rank()
+    world = ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     amp = cfg.mixed_precision is True or (cfg.mixed_precision == "auto" and device.type == "cuda")
     model = build_model(cfg)
@@ -124,7 +127,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             _inject_failure(cfg, epoch, fold_dir)
         model.train()
-        losses = []
+        losses, seen, started = [], 0, time.perf_counter()
         for batch in _batches(ray.train.get_dataset_shard("train"), cfg, device):
             x = normalise(batch["crop"], mean, std)
             if amp:
@@ -135,6 +138,8 @@ def train_loop_per_worker(config: dict) -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            seen += len(batch["crop"])
+        train_seconds = time.perf_counter() - started
         scheduler.step()
         val_loss, scores, labels = _evaluate(model, ray.train.get_dataset_shard("val"), cfg, device, amp, mean, std)
         ap = per_class_ap(labels, scores)
@@ -148,6 +153,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_loss": val_loss, "val_map": val_map, "best_val_map": state["best_map"],
                    "lr": scheduler.get_last_lr()[0], "resumed_from_epoch": resumed_from,
+                   # this worker's rate × workers: the fold's training throughput (input included)
+                   "train_images_per_s": seen / train_seconds * world if train_seconds else 0.0,
                    **{f"ap_{c}": float(v) for c, v in enumerate(ap)}}  # fmt: skip
         _report(metrics, rank, bare, optimizer, scheduler, state, best_weights, writer, fold_dir)
         if state["since_best"] >= cfg.patience:
@@ -191,7 +198,9 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     # Same run name and storage path: Ray Train resumes a run that was interrupted (its
     # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
     fold_dir.mkdir(parents=True, exist_ok=True)
-    train_ds, val_ds = fold_datasets(str(cells_dir), read_folds(folds_csv), fold, cfg.image_size, cfg.augment)
+    _write_run_config(fold_dir, cfg, Path(cells_dir))
+    train_ds, val_ds = fold_datasets(str(cells_dir), read_folds(folds_csv), fold, cfg.image_size, cfg.augment,
+                                     cache=_cache_data(cfg, str(cells_dir)))  # fmt: skip
     gpu = _use_gpu(cfg)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
@@ -224,6 +233,14 @@ def _export_fold(result, fold_dir: Path) -> dict:
     best = metrics.loc[metrics.val_map.idxmax()].to_dict()
     (fold_dir / "best" / "metrics.json").write_text(json.dumps(best, indent=2))
     return best
+
+
+def _cache_data(cfg: TrainConfig, cells_dir: str) -> bool:
+    """Cache when asked, or (auto) when every crop fits in a quarter of the object store: then
+    the per-epoch listing and reading of the Parquet (seconds per epoch) happens once."""
+    if cfg.cache_data != "auto":
+        return bool(cfg.cache_data)
+    return crops_bytes(cells_dir) <= _ray.cluster_resources().get("object_store_memory", 0) / 4
 
 
 def concurrent_trials(cfg: TrainConfig, n_folds: int) -> int:
@@ -274,11 +291,13 @@ def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfi
     return pd.DataFrame(rows)
 
 
-def _write_run_config(run_dir: Path, cfg: TrainConfig, cells_dir: Path) -> None:
-    write_resolved(cfg, run_dir / "config.yaml")
+def _write_run_config(fold_dir: Path, cfg: TrainConfig, cells_dir: Path) -> None:
+    """fold_dir/config.yaml (how to rebuild the model) and, once per run, a copy of the cells'
+    segment_config.yaml (predict segments test images the way the training cells were made)."""
+    write_resolved(cfg, fold_dir / "config.yaml")
     segment_cfg = cells_dir.parent / "segment_config.yaml"
-    if segment_cfg.exists():  # predict segments test images the way the models were trained
-        shutil.copy(segment_cfg, run_dir / "segment_config.yaml")
+    if segment_cfg.exists():
+        shutil.copy(segment_cfg, fold_dir.parent / "segment_config.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_config(run_dir, cfg, Path(args.cells))
+        write_resolved(cfg, run_dir / "config.yaml")
         if len(folds) == 1:
             table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
         else:

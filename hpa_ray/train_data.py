@@ -63,7 +63,8 @@ def flip_batch(crops: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return out
 
 
-def _resize(crops: np.ndarray, size: int) -> np.ndarray:
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """(N, C, S, S) uint8 → (N, C, size, size) uint8 (albumentations' Resize, bilinear)."""
     import albumentations as A
 
     resize = A.Resize(size, size)
@@ -76,7 +77,7 @@ def prepare_batch(table: pa.Table, image_size: int | None, augment: bool) -> dic
     if augment:
         crops = flip_batch(crops, np.random.default_rng().random((len(crops), 3)) < 0.5)
     if image_size and image_size != crops.shape[-1]:
-        crops = _resize(crops, image_size)
+        crops = resize_crops(crops, image_size)
     labels = np.asarray(table.column("labels").to_pylist(), np.float32).reshape(-1, NUM_CLASSES)
     return {"crop": np.ascontiguousarray(crops), "labels": labels}
 
@@ -86,8 +87,21 @@ def _select(table: pa.Table, image_ids: pa.Array) -> pa.Table:
     return table.filter(keep)
 
 
-def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: int | None, augment: bool):
-    """(train, val) Ray Datasets for one fold: images of `fold` validate, the others train."""
+def crops_bytes(cells_dir: str) -> int:
+    """Bytes of every crop under cells_dir, from the Parquet metadata (nothing is read)."""
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(cells_dir, format="parquet")
+    return dataset.count_rows() * dataset.schema.field("crop").type.byte_width
+
+
+def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: int | None, augment: bool,
+                  cache: bool = False):  # fmt: skip
+    """(train, val) Ray Datasets for one fold: images of `fold` validate, the others train.
+
+    cache: read and split the cells once and keep the fold's crops in the object store; each
+    epoch then only augments (without it, each epoch lists, reads and filters the Parquet again).
+    """
     import ray
 
     if fold not in set(folds.fold):
@@ -96,6 +110,8 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: in
     out = []
     for ids, aug in ((folds.image_id[folds.fold != fold], augment), (folds.image_id[folds.fold == fold], False)):
         ds = cells.map_batches(_select, fn_kwargs={"image_ids": pa.array(ids.tolist())}, batch_format="pyarrow")
+        if cache:
+            ds = ds.materialize()
         ds = ds.map_batches(prepare_batch, fn_kwargs={"image_size": image_size, "augment": aug},
                             batch_format="pyarrow", batch_size=256)  # fmt: skip
         out.append(ds)

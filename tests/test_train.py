@@ -16,6 +16,7 @@ from hpa_ray.model import ModelError, build_model
 from hpa_ray.segment import run_segment
 from hpa_ray.synth import generate
 from hpa_ray.train import fit_fold, main, train_folds
+from hpa_ray.train_data import fold_datasets
 
 CROP = 64
 FAST = dict(model="tiny", batch_size=32, lr=3e-3, cpus_per_worker=0.5, patience=10)
@@ -104,3 +105,19 @@ def test_all_folds_in_parallel_through_tune_and_cli_errors(cells, tmp_path, caps
     assert main([*args, "--fold", "0", "pretrained=/nope.pth"]) == 2
     assert main([*args, "--fold", "0", "epochz=3"]) == 2
     assert "unknown key 'epochz'" in capsys.readouterr().err
+
+
+def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells):
+    folds = pd.read_csv(cells["folds"])
+
+    def passes(cache: bool, augment: bool, n: int = 2) -> list[np.ndarray]:
+        train, _ = fold_datasets(str(cells["cells"]), folds, 0, None, augment, cache=cache)
+        return [np.concatenate([b["crop"] for b in train.iter_batches(batch_size=None)]) for _ in range(n)]
+
+    def by_content(crops: np.ndarray) -> np.ndarray:
+        return crops[np.argsort([hash(c.tobytes()) for c in crops])]
+
+    plain, cached = passes(False, False, 1)[0], passes(True, False, 1)[0]
+    assert len(plain) == len(cached) > 0 and np.array_equal(by_content(plain), by_content(cached))
+    first, second = passes(True, True)
+    assert first.shape == second.shape and not np.array_equal(by_content(first), by_content(second))
