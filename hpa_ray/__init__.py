@@ -25,6 +25,17 @@ _API = {
     "SegmentResult": "hpa_ray.segment",
     "run_segment": "hpa_ray.segment",
     "generate_synthetic": "hpa_ray.synth",
+    "TrainConfig": "hpa_ray.config",
+    "TuneConfig": "hpa_ray.config",
+    "PredictConfig": "hpa_ray.config",
+    "build_model": "hpa_ray.model",
+    "make_folds": "hpa_ray.folds",
+    "fit_fold": "hpa_ray.train",
+    "train_folds": "hpa_ray.train",
+    "run_search": "hpa_ray.tune",
+    "run_predict": "hpa_ray.predict",
+    "validate_submission": "hpa_ray.submission",
+    "evaluate_files": "hpa_ray.evaluate",
 }
 __all__ = sorted(_API)
 

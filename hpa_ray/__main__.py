@@ -10,6 +10,9 @@ STAGES = {
     "folds": "image-level folds by iterative stratification → folds.csv + balance table",
     "train": "train a classifier per fold on Ray Train; all folds in parallel via Ray Tune",
     "tune": "hyperparameter search on Ray Tune (Optuna + ASHA) through the same training",
+    "predict": "segment and classify test images with a run's fold models → submission.csv",
+    "submission": "check a submission file (python -m hpa_ray.submission validate FILE)",
+    "evaluate": "score a submission against per-cell truth: the task's mAP",
     "demo": "run the whole pipeline on generated data on a local Ray (python -m hpa_ray demo)",
 }
 

@@ -29,7 +29,7 @@ def ipc_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _from_ipc(data: bytes) -> pa.Table:
+def read_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
@@ -53,7 +53,7 @@ class CellsSink(Datasink):
             for row in BlockAccessor.for_block(block).iter_rows(public_row_format=False):
                 manifest.append({c: row[c] for c in MANIFEST_COLUMNS})
                 if row["n_cells"]:
-                    cells.append(_from_ipc(row["cells"]))
+                    cells.append(read_ipc(row["cells"]))
         if not manifest:
             return {"images": 0, "cells": 0}
         name = f"part-{uuid.uuid4().hex}.parquet"

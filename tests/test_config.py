@@ -6,6 +6,7 @@ import yaml
 from hpa_ray.config import (
     ConfigError,
     FoldsConfig,
+    PredictConfig,
     SegmentConfig,
     SynthConfig,
     TrainConfig,
@@ -18,6 +19,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # Every file in conf/ and the config class it configures.
 CONF_CLASSES = {
     "folds.yaml": FoldsConfig,
+    "predict.yaml": PredictConfig,
     "segment.yaml": SegmentConfig,
     "synth.yaml": SynthConfig,
     "train.yaml": TrainConfig,

@@ -1,0 +1,124 @@
+"""Predict: a run's fold models over test images → a valid submission, on a local Ray."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpa_ray.config import PredictConfig, SegmentConfig, TrainConfig, write_resolved
+from hpa_ray.evaluate import evaluate_files
+from hpa_ray.images import InputError
+from hpa_ray.model import ModelError, build_model
+from hpa_ray.predict import Ensemble, load_run, main, run_predict
+from hpa_ray.submission import parse_triples, read_submission
+
+CROP = 32
+
+
+def _make_run(run_dir, folds=2, image_size=None):
+    """A run as `train` leaves it: fold-K/best/model.pt + fold-K/config.yaml + segment_config.yaml
+    (weights: the tiny model's random initialisation, one seed per fold)."""
+    for k in range(folds):
+        cfg = TrainConfig(model="tiny", seed=k, image_size=image_size)
+        torch.manual_seed(k)
+        (run_dir / f"fold-{k}" / "best").mkdir(parents=True)
+        torch.save(build_model(cfg).state_dict(), run_dir / f"fold-{k}" / "best" / "model.pt")
+        write_resolved(cfg, run_dir / f"fold-{k}" / "config.yaml")
+    write_resolved(SegmentConfig(crop_size=CROP), run_dir / "segment_config.yaml")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return _make_run(tmp_path_factory.mktemp("run"))
+
+
+def test_predict_writes_a_valid_submission(ray_local, synth_set, run_dir, tmp_path):
+    cfg = PredictConfig(top_k=3, min_confidence=0.0)
+    result = run_predict(synth_set / "images", run_dir, tmp_path / "submission.csv", cfg)
+    sub = read_submission(tmp_path / "submission.csv")
+    assert list(sub.ID) == sorted(pd.read_csv(synth_set / "labels.csv").ID)
+    assert (result.images.status == "ok").all() and result.images.n_cells.sum() > 0
+    assert set(sub.ImageWidth) == {"1024"} and set(sub.ImageHeight) == {"1024"}
+    for row, n_cells in zip(sub.itertuples(), result.images.n_cells):
+        triples = parse_triples(row.PredictionString)
+        assert len(triples) == 3 * n_cells  # top_k classes for every cell
+        assert len({mask for *_, mask in triples}) == n_cells
+    scores = evaluate_files(tmp_path / "submission.csv", synth_set / "truth.parquet")
+    assert 0.0 <= scores["mAP"] <= 1.0 and scores["predictions"] == 3 * result.images.n_cells.sum()
+
+
+def test_ensemble_means_models_and_flips(run_dir):
+    run = load_run(run_dir, PredictConfig())
+    crops = np.random.default_rng(0).integers(0, 255, (5, 4, CROP, CROP), dtype=np.uint8)
+
+    def scores(paths, tta):
+        return Ensemble(json.dumps({"paths": list(paths), "train": run.train.model_dump()}), tta=tta)(crops)
+
+    plain = scores(run.paths, tta=False)
+    assert plain.shape == (5, 19) and ((plain > 0) & (plain < 1)).all()
+    assert not np.allclose(plain, scores(run.paths, tta=True))
+    each = [scores([p], tta=False) for p in run.paths]
+    assert np.allclose(plain, np.mean(each, axis=0), atol=1e-6)  # the mean of the folds' sigmoids
+
+
+def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, synth_set, run_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(synth_set / "images", images)
+    ids = sorted(pd.read_csv(synth_set / "labels.csv").ID)
+    broken = ids[1]
+    (images / f"{broken}_green.png").write_bytes(b"\x89PNG truncated")
+    listed = pd.DataFrame({"ID": ["absent-image", *ids], "ImageWidth": 1024, "ImageHeight": 1024})
+    listed.to_csv(tmp_path / "ids.csv", index=False)
+    code = main(["--images", str(images), "--models", str(run_dir), "--output", str(tmp_path / "s.csv"),
+                 "--ids", str(tmp_path / "ids.csv"), "top_k=2"])  # fmt: skip
+    assert code == 3
+    err = capsys.readouterr().err
+    assert (
+        f"failed: {broken}: cannot decode {broken}_green.png" in err and "failed: absent-image: no image files" in err
+    )
+    sub = read_submission(tmp_path / "s.csv").set_index("ID")
+    assert list(sub.index) == list(listed.ID)
+    assert sub.loc[broken, "PredictionString"] == "" and sub.loc["absent-image", "PredictionString"] == ""
+    assert sub.loc[broken, "ImageWidth"] == "1024"  # from the IDs file: the image could not tell
+    good = [i for i in ids if i != broken]
+    assert all(sub.loc[i, "PredictionString"] for i in good)
+
+
+def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path):
+    with pytest.raises(ModelError, match="no models under"):
+        load_run(tmp_path, PredictConfig())
+    mixed = _make_run(tmp_path / "mixed")
+    write_resolved(TrainConfig(model="tiny", image_size=48), mixed / "fold-1" / "config.yaml")
+    with pytest.raises(ModelError, match="differ in image_size"):
+        load_run(mixed, PredictConfig())
+    wrong = _make_run(tmp_path / "wrong")
+    write_resolved(TrainConfig(model="efficientnet-b2"), wrong / "fold-0" / "config.yaml")
+    write_resolved(TrainConfig(model="efficientnet-b2"), wrong / "fold-1" / "config.yaml")
+    with pytest.raises(ModelError, match="not weights of a efficientnet-b2"):
+        load_run(wrong, PredictConfig())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images in"):
+        run_predict(tmp_path / "empty", run_dir, tmp_path / "s.csv", PredictConfig())
+    assert (
+        main(["--images", str(tmp_path / "empty"), "--models", str(run_dir), "--output", str(tmp_path / "s.csv")]) == 2
+    )
+
+
+def test_submission_validate_cli(tmp_path, shared_data):
+    def validate(*args):
+        return subprocess.run([sys.executable, "-m", "hpa_ray.submission", "validate", *args],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    ok = validate(str(shared_data / "sample_submission.csv"))
+    assert ok.returncode == 0 and "valid: 559 rows" in ok.stdout
+    (tmp_path / "bad.csv").write_text("ID,ImageWidth,ImageHeight,PredictionString\nx,8,8,0 2.0 abc\n")
+    bad = validate(str(tmp_path / "bad.csv"))
+    assert bad.returncode == 1 and "row 2 (ID 'x'), triple 1: confidence 2.0" in bad.stderr
