@@ -1,41 +1,54 @@
 """The whole pipeline on generated data, on an embedded local Ray (`python -m hpa_ray demo`).
 
-Stages so far: synthetic train and test sets → segmentation of both → image-level folds →
-every fold trained in parallel (Ray Tune trials of Ray Train runs). Later stages (search,
-predict, evaluate) join here as they land.
+synthetic train and test sets → segment the training images → image-level folds → a short
+search (Optuna + ASHA) → every fold trained in parallel with the best settings → predict the
+test images → validate the submission → score it against the test set's per-cell truth, beside
+a prior-only answer. DIR/submission.csv and DIR/evaluation.json are the fixed outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import get_args
 
+import numpy as np
 import pandas as pd
 
-from hpa_ray.config import FoldsConfig, SegmentConfig, SynthConfig, TrainConfig
+from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig, SynthConfig, TrainConfig, TuneConfig
+from hpa_ray.evaluate import evaluate, read_truth
 from hpa_ray.folds import make_folds, read_label_matrix
+from hpa_ray.predict import run_predict
+from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment, summary_line
+from hpa_ray.submission import prediction_string, read_submission, validate_submission, write_submission
 from hpa_ray.synth import generate
 from hpa_ray.train import train_folds
+from hpa_ray.tune import run_search
 
 
 @dataclass(frozen=True)
 class DemoSize:
-    train_images: int
-    test_images: int
-    image_size: int
-    crop_size: int
-    folds: int
-    model: str
-    epochs: int
+    train_images: int  # synthetic training images
+    test_images: int  # synthetic test images (scored against their per-cell truth)
+    image_size: int  # side in px
+    crop_size: int  # cell crop side
+    folds: int  # folds trained in parallel (the ensemble)
+    model: str  # TrainConfig.model
+    epochs: int  # epochs per fold
+    search_trials: int  # Optuna trials over the learning rate, on fold 0
+    search_epochs: int  # epochs per search trial (ASHA may stop a trial after one)
 
 
 SIZES = {
-    "full": DemoSize(48, 12, image_size=1024, crop_size=128, folds=3, model="efficientnet-b2", epochs=3),
-    "quick": DemoSize(8, 3, image_size=1024, crop_size=64, folds=2, model="tiny", epochs=2),
-}
+    "full": DemoSize(96, 24, image_size=2048, crop_size=64, folds=3, model="tiny", epochs=24,
+                     search_trials=4, search_epochs=4),
+    "quick": DemoSize(8, 3, image_size=1024, crop_size=48, folds=2, model="tiny", epochs=2,
+                      search_trials=2, search_epochs=1),
+}  # fmt: skip
 
 
 def _step(name: str) -> float:
@@ -43,37 +56,85 @@ def _step(name: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(out: str | Path, seed: int = 0, quick: bool = False) -> dict[str, Path]:
-    """Run every stage that exists into `out`; returns where each output lies."""
+def _folds(labels_csv: Path, out: Path, n_folds: int, seed: int) -> Path:
+    ids, y = read_label_matrix(labels_csv)
+    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=n_folds, seed=seed))}).to_csv(
+        out, index=False
+    )
+    return out
+
+
+def _search(outputs: dict, out: Path, size: DemoSize, base: TrainConfig) -> TrainConfig:
+    cfg = TuneConfig(
+        num_samples=size.search_trials, seed=base.seed, train=base.model_copy(update={"epochs": size.search_epochs}),
+        search_space={"lr": SearchDim(type="loguniform", low=1e-3, high=1e-2)},
+        asha={"grace_period": 1, "reduction_factor": 2},
+    )  # fmt: skip
+    table = run_search(outputs["train_cells"], outputs["folds"], out / "runs" / "search", cfg)
+    print(table[["lr", "epochs_run", "best_val_map"]].to_string(index=False))
+    return base.model_copy(update={"lr": float(table.iloc[0].lr)})
+
+
+def prior_submission(images: pd.DataFrame, labels_csv: Path, path: Path) -> Path:
+    """The trivial answer: every predicted cell gets each class's training frequency."""
+    _, y = read_label_matrix(labels_csv)
+    frequency = y.mean(axis=0)
+    strings = []
+    for masks in images["masks"]:
+        cells = masks.split() if masks else []
+        strings.append(prediction_string(cells, np.tile(frequency, (len(cells), 1)), 0.0, NUM_CLASSES))
+    return write_submission(images.assign(PredictionString=strings), path)
+
+
+def _evaluate(outputs: dict, images: pd.DataFrame, out: Path) -> dict:
+    truth = read_truth(outputs["test_data"] / "truth.parquet")
+    scores = evaluate(read_submission(outputs["submission"]), truth)
+    outputs["prior_submission"] = prior_submission(images, outputs["train_data"] / "labels.csv",
+                                                   out / "prior_submission.csv")  # fmt: skip
+    prior = evaluate(read_submission(outputs["prior_submission"]), truth)
+    result = {"mAP": scores["mAP"], "prior_mAP": prior["mAP"], **scores,
+              "prior_per_class_ap": prior["per_class_ap"]}  # fmt: skip
+    outputs["evaluation"] = out / "evaluation.json"
+    outputs["evaluation"].write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | None = None) -> dict[str, Path]:
+    """Run every stage into `out`; returns where each output lies."""
     out = Path(out)
     size = SIZES["quick" if quick else "full"]
+    if model:
+        size = replace(size, model=model)
     synth_cfg = SynthConfig(size=size.image_size)
-    seg_cfg = SegmentConfig(crop_size=size.crop_size)
     outputs: dict[str, Path] = {}
     _step(f"synthetic data: {size.train_images} train + {size.test_images} test images, {size.image_size} px")
     outputs["train_data"] = generate(out / "data" / "train", size.train_images, seed, synth_cfg)
     outputs["test_data"] = generate(out / "data" / "test", size.test_images, seed + 1, synth_cfg)
-    for split in ("train", "test"):
-        _step(f"segment {split} images (backend {seg_cfg.backend})")
-        labels = outputs[f"{split}_data"] / "labels.csv" if split == "train" else None
-        result = run_segment(outputs[f"{split}_data"] / "images", out / "segment" / split, seg_cfg, labels)
-        print(summary_line(result))
-        outputs[f"{split}_cells"] = out / "segment" / split / "cells"
-        outputs[f"{split}_manifest"] = out / "segment" / split / "images.parquet"
+    seg_cfg = SegmentConfig(crop_size=size.crop_size)
+    _step(f"segment the training images (backend {seg_cfg.backend})")
+    result = run_segment(outputs["train_data"] / "images", out / "segment" / "train", seg_cfg,
+                         outputs["train_data"] / "labels.csv")  # fmt: skip
+    print(summary_line(result))
+    outputs["train_cells"] = out / "segment" / "train" / "cells"
     _step(f"folds: {size.folds}, over images")
-    ids, y = read_label_matrix(outputs["train_data"] / "labels.csv")
-    outputs["folds"] = out / "folds.csv"
-    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=size.folds, seed=seed))}).to_csv(
-        outputs["folds"], index=False
-    )
-    _step(f"train {size.folds} folds in parallel: {size.model}, {size.epochs} epochs")
-    train_cfg = TrainConfig(model=size.model, epochs=size.epochs, batch_size=32, lr=3e-3 if quick else 1e-3,
-                            cpus_per_worker=0.5, patience=size.epochs, seed=seed)  # fmt: skip
-    table = train_folds(
-        outputs["train_cells"], outputs["folds"], list(range(size.folds)), out / "runs" / "demo", train_cfg
-    )
-    print(table[["fold", "epoch", "val_loss", "val_map"]].to_string(index=False))
+    outputs["folds"] = _folds(outputs["train_data"] / "labels.csv", out / "folds.csv", size.folds, seed)
+    base = TrainConfig(model=size.model, epochs=size.epochs, batch_size=32, cpus_per_worker=0.5,
+                       patience=size.epochs, seed=seed)  # fmt: skip
+    _step(f"search: {size.search_trials} trials over the learning rate, fold 0, Optuna + ASHA")
+    train_cfg = _search(outputs, out, size, base)
+    _step(f"train {size.folds} folds in parallel: {size.model}, {size.epochs} epochs, lr {train_cfg.lr:.2g}")
     outputs["models"] = out / "runs" / "demo"
+    table = train_folds(outputs["train_cells"], outputs["folds"], list(range(size.folds)), outputs["models"],
+                        train_cfg)  # fmt: skip
+    print(table[["fold", "epoch", "val_loss", "val_map"]].to_string(index=False))
+    _step("predict the test images with the folds' ensemble")
+    outputs["submission"] = out / "submission.csv"
+    predicted = run_predict(outputs["test_data"] / "images", outputs["models"], outputs["submission"], PredictConfig())
+    summary = validate_submission(outputs["submission"], outputs["test_data"] / "images")
+    print(f"submission valid: {summary.rows} images, {summary.triples} predictions ({predicted.seconds:.1f} s)")
+    _step("evaluate against the test set's per-cell truth")
+    scores = _evaluate(outputs, predicted.images, out)
+    print(f"mAP {scores['mAP']:.4f} (prior-only answer: {scores['prior_mAP']:.4f})")
     return outputs
 
 
@@ -82,10 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a few minutes), for tests")
+    parser.add_argument("--model", choices=list(get_args(TrainConfig.model_fields["model"].annotation)),
+                        help="classifier (default tiny: a small CNN that learns in minutes on 2 CPU cores; "
+                        "efficientnet-b2 wants a GPU)")  # fmt: skip
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    outputs = run_demo(args.out, args.seed, args.quick)
-    print(f"\n== demo finished in {time.perf_counter() - start:.0f} s; outputs:")
+    outputs = run_demo(args.out, args.seed, args.quick, args.model)
+    scores = json.loads(outputs["evaluation"].read_text())
+    print(f"\n== demo finished in {time.perf_counter() - start:.0f} s: mAP {scores['mAP']:.4f}, "
+          f"prior-only {scores['prior_mAP']:.4f}; outputs:")  # fmt: skip
     for name, path in outputs.items():
         print(f"  {name:16s} {path}")
     return 0

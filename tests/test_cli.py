@@ -8,24 +8,25 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=1500)
 
 
 def test_package_lists_its_stages():
     out = _run("-m", "hpa_ray")
     assert out.returncode == 0
-    for stage in ("synth", "segment", "folds", "train", "tune", "demo"):
+    for stage in ("synth", "segment", "folds", "train", "tune", "predict", "submission", "evaluate", "demo"):
         assert stage in out.stdout
     assert _run("-m", "hpa_ray", "nonsense").returncode == 2
 
 
 def test_stage_help():
-    for stage in ("synth", "segment", "folds", "train", "tune"):
+    for stage in ("synth", "segment", "folds", "train", "tune", "predict"):
         out = _run("-m", f"hpa_ray.{stage}", "--help")
         assert out.returncode == 0 and "--config" in out.stdout
 
@@ -33,12 +34,16 @@ def test_stage_help():
 def test_quick_demo_end_to_end(tmp_path):
     out = _run("-m", "hpa_ray", "demo", "--quick", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "demo finished" in out.stdout
+    assert "demo finished" in out.stdout and "submission valid" in out.stdout
     manifest = pd.read_parquet(tmp_path / "demo" / "segment" / "train" / "images.parquet")
     assert (manifest.status == "ok").all() and manifest.n_cells.sum() > 0
-    assert (tmp_path / "demo" / "segment" / "test" / "cells").is_dir()
     for k in (0, 1):
         assert (tmp_path / "demo" / "runs" / "demo" / f"fold-{k}" / "best" / "model.pt").exists()
+    assert (tmp_path / "demo" / "runs" / "search" / "best_config.yaml").exists()
+    scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
+    assert 0 <= scores["mAP"] <= 1 and 0 <= scores["prior_mAP"] <= 1 and "per_class_ap" in scores
+    submission = pd.read_csv(tmp_path / "demo" / "submission.csv")
+    assert len(submission) == len(pd.read_csv(tmp_path / "demo" / "data" / "test" / "labels.csv"))
 
 
 def test_segment_cli_in_a_fresh_process(synth_set, tmp_path):
@@ -57,3 +62,12 @@ def test_segment_cli_in_a_fresh_process(synth_set, tmp_path):
     assert "6 ok, 0 failed" in out.stdout
     paths = json.loads(out.stdout.strip().splitlines()[-1])
     assert pd.read_parquet(paths["manifest"]).n_cells.sum() > 0
+
+
+@pytest.mark.slow
+def test_full_demo_model_beats_the_prior(tmp_path):
+    """The README's main command at its default size (~5 min on 2 cores)."""
+    out = _run("-m", "hpa_ray", "demo", "--out", str(tmp_path / "demo"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
+    assert scores["mAP"] >= max(1.5 * scores["prior_mAP"], scores["prior_mAP"] + 0.1), scores
