@@ -34,3 +34,21 @@ def test_hpa_backend_on_cuda_batches_and_agrees_with_cpu(tmp_path):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
     cfg = SegmentConfig(backend="hpa", hpa=HpaConfig(device="cuda"))
     assert build_postprocess(cfg)(on_gpu[0]).max() >= 1
+
+
+def test_predict_ensemble_on_cuda_agrees_with_cpu(tmp_path):
+    import json
+
+    import torch
+
+    from hpa_ray.config import TrainConfig
+    from hpa_ray.model import build_model
+    from hpa_ray.predict import Ensemble
+
+    cfg = TrainConfig(model="tiny")
+    torch.save(build_model(cfg).state_dict(), tmp_path / "m.pt")
+    run_json = json.dumps({"paths": [str(tmp_path / "m.pt")], "train": cfg.model_dump()})
+    crops = np.random.default_rng(0).integers(0, 255, (70, 4, 64, 64), dtype=np.uint8)
+    on_gpu = Ensemble(run_json, tta=True, device="cuda")(crops)
+    on_cpu = Ensemble(run_json, tta=True, device="cpu")(crops)
+    assert np.abs(on_gpu - on_cpu).max() < 1e-3

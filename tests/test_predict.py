@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hpa_ray.config import PredictConfig, SegmentConfig, TrainConfig, write_resolved
+from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, write_resolved
 from hpa_ray.evaluate import evaluate_files
 from hpa_ray.images import InputError
 from hpa_ray.model import ModelError, build_model
@@ -122,3 +122,29 @@ def test_submission_validate_cli(tmp_path, shared_data):
     (tmp_path / "bad.csv").write_text("ID,ImageWidth,ImageHeight,PredictionString\nx,8,8,0 2.0 abc\n")
     bad = validate(str(tmp_path / "bad.csv"))
     assert bad.returncode == 1 and "row 2 (ID 'x'), triple 1: confidence 2.0" in bad.stderr
+
+
+def test_segment_settings_come_from_the_run_unless_overridden(run_dir):
+    assert load_run(run_dir, PredictConfig()).segment.crop_size == CROP
+    changed = load_run(run_dir, PredictConfig(segment={"crop_size": 40, "classical": {"scale": 0.5}}))
+    assert changed.segment.crop_size == 40 and changed.segment.classical.scale == 0.5
+    with pytest.raises(ConfigError, match="unknown key 'crop_sise'"):
+        load_run(run_dir, PredictConfig(segment={"crop_sise": 40}))
+
+
+def test_gpu_actor_gives_what_the_cpu_task_gives(ray_local, synth_set, run_dir):
+    """The actor class (GPU actors on a cluster) against the fused CPU path, on one block."""
+    from hpa_ray.images import list_images
+    from hpa_ray.predict import _classify_in_task, _ClassifyActor
+    from hpa_ray.segment import build_dataset
+
+    run = load_run(run_dir, PredictConfig())
+    run_json = json.dumps({"paths": list(run.paths), "train": run.train.model_dump()})
+    cfg_json = PredictConfig(top_k=2).model_dump_json()
+    jobs = list_images(synth_set / "images").jobs[:2]
+    rows = build_dataset(jobs, run.segment).take_all()
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    on_task = _classify_in_task(dict(batch), run_json, cfg_json)
+    on_actor = _ClassifyActor(run_json, cfg_json)(dict(batch))
+    assert list(on_task["prediction_string"]) == list(on_actor["prediction_string"])
+    assert all(on_task["prediction_string"])
