@@ -13,6 +13,7 @@ STAGES = {
     "predict": "segment and classify test images with a run's fold models → submission.csv",
     "submission": "check a submission file (python -m hpa_ray.submission validate FILE)",
     "evaluate": "score a submission against per-cell truth: the task's mAP",
+    "report": "figures of labels, cells, segmentation, folds, training and scores + index.html",
     "demo": "run the whole pipeline on generated data on a local Ray (python -m hpa_ray demo)",
 }
 

@@ -3,7 +3,8 @@
 synthetic train and test sets → segment the training images → image-level folds → a short
 search (Optuna + ASHA) → every fold trained in parallel with the best settings → predict the
 test images → validate the submission → score it against the test set's per-cell truth, beside
-a prior-only answer. DIR/submission.csv and DIR/evaluation.json are the fixed outputs.
+a prior-only answer → a visual report. DIR/submission.csv, DIR/evaluation.json and
+DIR/report/index.html are the fixed outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig,
 from hpa_ray.evaluate import evaluate, read_truth
 from hpa_ray.folds import make_folds, read_label_matrix
 from hpa_ray.predict import run_predict
+from hpa_ray.report import run_report
 from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment, summary_line
 from hpa_ray.submission import prediction_string, read_submission, validate_submission, write_submission
@@ -135,6 +137,12 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | N
     _step("evaluate against the test set's per-cell truth")
     scores = _evaluate(outputs, predicted.images, out)
     print(f"mAP {scores['mAP']:.4f} (prior-only answer: {scores['prior_mAP']:.4f})")
+    _step("report: figures and index.html")
+    outputs["report"] = run_report(out / "report", labels=outputs["train_data"] / "labels.csv",
+                                   segment_dir=out / "segment" / "train", folds=outputs["folds"],
+                                   run_dir=outputs["models"], truth=outputs["test_data"] / "truth.parquet",
+                                   submission=outputs["submission"])  # fmt: skip
+    print(f"report → {outputs['report']}")
     return outputs
 
 

@@ -32,6 +32,7 @@ from hpa_ray.schema import CHANNELS, MANIFEST_COLUMNS, cells_table
 
 EXIT_SOME_FAILED = 3  # exit status when at least one image has status "error"
 CONFIG_NAME = "segment_config.yaml"
+INPUTS_NAME = "inputs.json"  # OUT/inputs.json: the image directory and labels CSV of the run
 _EMPTY = np.zeros((len(CHANNELS), 1, 1), np.uint8)  # image placeholder of a failed row
 
 
@@ -320,6 +321,12 @@ def run_segment(
     listing = list_images(input_dir, labels_csv)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = _prepare_out(out_dir, cfg, overwrite)
+    # Where the images came from, for the report's outlines over them.
+    inputs = {
+        "input_dir": str(Path(input_dir).resolve()),
+        "labels": str(Path(labels_csv).resolve()) if labels_csv else None,
+    }
+    (out_dir / INPUTS_NAME).write_text(json.dumps(inputs, indent=2) + "\n")
     jobs = [j for j in listing.jobs if j["image_id"] not in done]
     _write_refused(out_dir, listing.refused)
     if jobs:

@@ -20,12 +20,13 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_package_lists_its_stages():
     out = _run("-m", "hpa_ray")
     assert out.returncode == 0
-    for stage in ("synth", "segment", "folds", "train", "tune", "predict", "submission", "evaluate", "demo"):
+    for stage in ("synth", "segment", "folds", "train", "tune", "predict", "submission", "evaluate", "report", "demo"):
         assert stage in out.stdout
     assert _run("-m", "hpa_ray", "nonsense").returncode == 2
 
 
 def test_stage_help():
+    assert _run("-m", "hpa_ray.report", "--help").returncode == 0  # no config: its inputs are flags
     for stage in ("synth", "segment", "folds", "train", "tune", "predict"):
         out = _run("-m", f"hpa_ray.{stage}", "--help")
         assert out.returncode == 0 and "--config" in out.stdout
@@ -42,6 +43,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "runs" / "search" / "best_config.yaml").exists()
     scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
     assert 0 <= scores["mAP"] <= 1 and 0 <= scores["prior_mAP"] <= 1 and "per_class_ap" in scores
+    assert (tmp_path / "demo" / "report" / "index.html").exists() and "report →" in out.stdout
     submission = pd.read_csv(tmp_path / "demo" / "submission.csv")
     assert len(submission) == len(pd.read_csv(tmp_path / "demo" / "data" / "test" / "labels.csv"))
 

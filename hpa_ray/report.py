@@ -1,0 +1,255 @@
+"""Pictures of a run's inputs and outputs, and one index.html that shows them (`python -m hpa_ray.report`).
+
+Each part appears when its input is given: labels (a labels CSV), rare-class cells and
+segmentation (a segment output directory), folds, training (a train run directory), evaluation
+(a truth Parquet and a submission). Headless: matplotlib's Agg, no notebook, no server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpa_ray import report_figures as figs
+from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
+
+EXAMPLES_PER_CLASS = 6  # cells shown per rare class
+RARE_CLASSES = 6  # the rarest classes (by images) that have cells
+OUTLINED_IMAGES = 3  # images drawn with their cell outlines
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[tuple[Path, str]] = field(default_factory=list)  # (PNG, caption)
+    html: str = ""  # extra content (tables)
+
+
+def _labels(labels_csv: Path, out: Path) -> Section:
+    from hpa_ray.folds import read_label_matrix
+
+    _, y = read_label_matrix(labels_csv)
+    name = labels_csv.name
+    return Section("Labels", [
+        (figs.images_per_class(y, out / "labels_per_class.png"), f"Images per class in {name}."),
+        (figs.cooccurrence(y, out / "labels_cooccurrence.png"),
+         "Label co-occurrence, normalised by row: of the images with the row's class, the share that also has the "
+         "column's."),
+        (figs.labels_per_image(y, out / "labels_per_image.png"), "How many labels an image carries."),
+    ])  # fmt: skip
+
+
+def _rare_cells(cells_dir: Path, out: Path) -> Section | None:
+    import pyarrow.dataset as pads
+
+    from hpa_ray.schema import crops_to_numpy
+
+    dataset = pads.dataset(cells_dir, format="parquet")
+    labels = dataset.to_table(columns=["labels"]).column("labels").to_pylist()
+    rows = [i for i, v in enumerate(labels) if v is not None]
+    if not rows:
+        return None
+    y = np.asarray([labels[i] for i in rows], np.uint8)
+    present = [c for c in np.argsort(y.sum(0), kind="stable") if y[:, c].sum() > 0][:RARE_CLASSES]
+    picks = {int(c): [rows[i] for i in np.flatnonzero(y[:, c])[:EXAMPLES_PER_CLASS]] for c in present}
+    taken = dataset.take(sorted({i for v in picks.values() for i in v}), columns=["crop"])
+    crops = crops_to_numpy(taken)
+    position = {row: k for k, row in enumerate(sorted({i for v in picks.values() for i in v}))}
+    examples = {c: crops[[position[i] for i in v]] for c, v in picks.items()}
+    path = figs.example_cells(examples, out / "rare_class_cells.png")
+    return Section("Rare classes", [(path, f"Example cells of the {len(picks)} rarest labelled classes in the cells "
+                                           "(cells inherit their image's labels).")])  # fmt: skip
+
+
+def _cell_labels(cells: pd.DataFrame, height: int, width: int) -> np.ndarray:
+    from hpa_ray.masks import decode_mask
+
+    labels = np.zeros((height, width), np.int32)
+    for cell_id, rle in zip(cells.cell_id, cells.mask_rle):
+        labels[decode_mask(rle, height, width).astype(bool)] = cell_id
+    return labels
+
+
+def _input_image(segment_dir: Path, image_id: str) -> np.ndarray | None:
+    """The segmented image itself, when the directory it came from is still there."""
+    from hpa_ray.images import list_images, read_image
+
+    inputs = segment_dir / "inputs.json"
+    if not inputs.exists():
+        return None
+    input_dir = Path(json.loads(inputs.read_text())["input_dir"])
+    if not input_dir.is_dir():
+        return None
+    jobs = [j for j in list_images(input_dir).jobs if j["image_id"] == image_id]
+    try:
+        return read_image(jobs[0]["paths"]) if jobs else None
+    except ValueError:
+        return None
+
+
+def _segmentation(segment_dir: Path, out: Path) -> Section:
+    import pyarrow.dataset as pads
+
+    manifest = pd.read_parquet(segment_dir / "images.parquet")
+    section = Section("Segmentation")
+    shown = manifest[(manifest.status == "ok") & (manifest.n_cells > 0)].head(OUTLINED_IMAGES)
+    dataset = pads.dataset(segment_dir / "cells", format="parquet")
+    for row in shown.itertuples():
+        import pyarrow.compute as pc
+
+        cells = dataset.to_table(columns=["cell_id", "mask_rle"], filter=pc.field("image_id") == row.image_id)
+        labels = _cell_labels(cells.to_pandas(), row.image_height, row.image_width)
+        image = _input_image(segment_dir, row.image_id)
+        path = figs.outlines(
+            image, labels, f"{row.image_id}: {row.n_cells} cells", out / f"outlines_{len(section.figures)}.png"
+        )
+        over = "over the image" if image is not None else "(the image itself was not found: cells coloured)"
+        section.figures.append((path, f"{row.image_id}: cell outlines {over}."))
+    section.figures.append((figs.cells_per_image(manifest.n_cells.to_numpy(), out / "cells_per_image.png"),
+                            "Cells found per image."))  # fmt: skip
+    section.html = _error_table(manifest)
+    return section
+
+
+def _error_table(manifest: pd.DataFrame) -> str:
+    failed = manifest[manifest.status != "ok"]
+    if failed.empty:
+        return f"<p>All {len(manifest)} images segmented without error.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(r.image_id)}</td><td>{html.escape(r.error)}</td></tr>" for r in failed.itertuples()
+    )
+    head = "<tr><th>image</th><th>error</th></tr>"
+    return f"<p>{len(failed)} of {len(manifest)} images failed:</p><table>{head}{rows}</table>"
+
+
+def _folds(folds_csv: Path, labels_csv: Path | None, out: Path) -> Section:
+    from hpa_ray.folds import balance_table, read_label_matrix
+
+    folds = pd.read_csv(folds_csv, dtype={"image_id": str})
+    beside = folds_csv.with_name(folds_csv.stem + "_balance.csv")
+    if labels_csv is not None:
+        ids, y = read_label_matrix(labels_csv)
+        fold_of = folds.set_index("image_id").fold.reindex(ids)
+        known = fold_of.notna().to_numpy()
+        if not known.any():
+            raise ValueError(f"{folds_csv} and {labels_csv} have no image in common")
+        n_folds = int(folds.fold.max()) + 1
+        table = balance_table(y[known], fold_of[known].astype(int).to_numpy(), n_folds)
+    elif beside.exists():
+        table = pd.read_csv(beside)
+    else:
+        raise ValueError(f"the folds part needs --labels or {beside}")
+    per_fold = table[[c for c in table.columns if c.startswith("fold_")]]
+    per_fold.columns = [c.removeprefix("fold_") for c in per_fold.columns]
+    path = figs.positives_per_fold(per_fold, out / "folds_positives.png")
+    worst = table.max_deviation.max() if "max_deviation" in table else float("nan")
+    return Section("Folds", [(path, f"Positive images per class and fold ({folds_csv.name}); largest deviation from "
+                                    f"the ideal share: {worst:.1%}.")])  # fmt: skip
+
+
+def _training(run_dir: Path, out: Path) -> Section | None:
+    metrics = {
+        int(p.parent.name.removeprefix("fold-")): pd.read_csv(p) for p in sorted(run_dir.glob("fold-*/metrics.csv"))
+    }
+    if not metrics:
+        return None
+    best = {f"fold {k}": t.loc[t.val_map.idxmax(), [f"ap_{c}" for c in range(NUM_CLASSES)]].to_numpy(float)
+            for k, t in metrics.items()}  # fmt: skip
+    ap = pd.DataFrame(best, index=range(NUM_CLASSES))
+    return Section("Training", [
+        (figs.training_curves(metrics, out / "training_curves.png"),
+         "Loss and validation macro AP per epoch, per fold."),
+        (figs.per_class_ap(ap, "Validation AP per class at each fold's best epoch", out / "training_class_ap.png"),
+         "Per-class validation AP (cells against their images' labels) at each fold's best epoch."),
+    ])  # fmt: skip
+
+
+def _evaluation(truth: Path, submission: Path, out: Path) -> Section:
+    from hpa_ray.evaluate import evaluate_files
+
+    scores = evaluate_files(submission, truth)
+    series = {"submission": [scores["per_class_ap"][n] for n in CLASS_NAMES]}
+    evaluation = submission.with_name("evaluation.json")
+    if evaluation.exists() and "prior_per_class_ap" in (saved := json.loads(evaluation.read_text())):
+        series["prior-only answer"] = [saved["prior_per_class_ap"][n] for n in CLASS_NAMES]
+    ap = pd.DataFrame(series, index=range(NUM_CLASSES)).astype(float)
+    path = figs.per_class_ap(
+        ap, f"Per-class AP of {submission.name}: mAP {scores['mAP']:.3f}", out / "evaluation_ap.png"
+    )
+    caption = (f"The task's metric per class (IoU ≥ 0.6) against {truth.name}; classes without true cells are "
+               f"empty. mAP {scores['mAP']:.4f}.")  # fmt: skip
+    return Section("Evaluation", [(path, caption)])
+
+
+def _index(sections: list[Section], out: Path) -> Path:
+    parts = []
+    for section in sections:
+        parts.append(f"<section><h2>{html.escape(section.title)}</h2>")
+        for path, caption in section.figures:
+            # onload/onerror mark each figure (data-state), for people and for the tests
+            parts.append(f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(caption)}" '
+                         "onload=\"this.dataset.state='loaded'\" onerror=\"this.dataset.state='broken'\">"
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+        parts.append(section.html + "</section>")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>hpa_ray report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}img{max-width:100%}"
+        "figure{margin:1em 0}figcaption{color:#444;font-size:0.9em}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "table{border-collapse:collapse;font-size:0.9em}</style></head><body><h1>hpa_ray report</h1>"
+        + "".join(parts)
+        + "</body></html>\n"
+    )
+    (out / "index.html").write_text(page)
+    return out / "index.html"
+
+
+def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, truth=None, submission=None) -> Path:
+    """Write the figures for the inputs given and out/index.html; returns its path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections: list[Section | None] = []
+    if labels:
+        sections.append(_labels(Path(labels), out))
+    if segment_dir:
+        sections += [_rare_cells(Path(segment_dir) / "cells", out), _segmentation(Path(segment_dir), out)]
+    if folds:
+        sections.append(_folds(Path(folds), Path(labels) if labels else None, out))
+    if run_dir:
+        sections.append(_training(Path(run_dir), out))
+    if truth and submission:
+        sections.append(_evaluation(Path(truth), Path(submission), out))
+    return _index([s for s in sections if s is not None], out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpa_ray.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="where the PNGs and index.html go")
+    parser.add_argument("--labels", help="labels CSV (ID,Label), e.g. ../shared/data/train.csv")
+    parser.add_argument("--segment-dir", help="a segment output directory (cells/, images.parquet)")
+    parser.add_argument("--folds", help="folds CSV (image_id,fold); per-class counts need --labels or its _balance.csv")
+    parser.add_argument("--run-dir", help="a train run directory (fold-K/metrics.csv)")
+    parser.add_argument("--truth", help="per-cell truth Parquet (with --submission)")
+    parser.add_argument("--submission", help="submission CSV (with --truth)")
+    args = parser.parse_args(argv)
+    if bool(args.truth) != bool(args.submission):
+        parser.error("--truth and --submission go together")
+    try:
+        index = run_report(
+            args.out, args.labels, args.segment_dir, args.folds, args.run_dir, args.truth, args.submission
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

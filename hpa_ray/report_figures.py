@@ -1,0 +1,182 @@
+"""The report's figures: numpy/pandas in, one PNG out each (matplotlib, headless Agg).
+
+Every function takes plain arrays or tables and the path to write, and returns that path. The
+class names come from hpa_ray.schema.CLASS_NAMES; a cell's four channels become one colour
+image in `compose` (red microtubules, green protein, blue nucleus, yellow ER).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES  # noqa: E402
+
+DPI = 100  # figure inches × DPI = PNG pixels
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _class_axis(ax, horizontal: bool = True) -> None:
+    ticks = np.arange(NUM_CLASSES)
+    if horizontal:
+        ax.set_yticks(ticks, [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)], fontsize=8)
+        ax.invert_yaxis()
+    else:
+        ax.set_xticks(ticks, [str(i) for i in ticks], fontsize=8)
+
+
+def images_per_class(y: np.ndarray, path: Path) -> Path:
+    """y: (images, NUM_CLASSES) multi-hot → horizontal bars of images per class."""
+    counts = y.sum(axis=0)
+    fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
+    ax.barh(np.arange(NUM_CLASSES), counts, color="tab:green")
+    _class_axis(ax)
+    for i, c in enumerate(counts):
+        ax.text(c, i, f" {int(c):,}", va="center", fontsize=7)
+    ax.set_xlabel("images")
+    ax.set_title(f"Images per class ({len(y):,} images)")
+    return _save(fig, path)
+
+
+def cooccurrence(y: np.ndarray, path: Path) -> Path:
+    """Heatmap of P(column class | row class): the share of row-class images that also have it."""
+    y = y.astype(np.float64)
+    both = y.T @ y
+    share = both / np.maximum(np.diag(both)[:, None], 1)
+    fig, ax = plt.subplots(figsize=(9, 8), layout="constrained")
+    image = ax.imshow(share, cmap="viridis", vmin=0, vmax=1)
+    _class_axis(ax)
+    _class_axis(ax, horizontal=False)
+    ax.set_xlabel("also labelled (class)")
+    ax.set_title("Label co-occurrence (row-normalised)")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _save(fig, path)
+
+
+def labels_per_image(y: np.ndarray, path: Path) -> Path:
+    counts = y.sum(axis=1).astype(int)
+    values = np.arange(1, max(counts.max(), 1) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.bar(values, [(counts == v).sum() for v in values], color="tab:blue")
+    ax.set_xticks(values)
+    ax.set_xlabel("labels per image")
+    ax.set_ylabel("images")
+    ax.set_title("Number of labels per image")
+    return _save(fig, path)
+
+
+def compose(channels: np.ndarray) -> np.ndarray:
+    """(4, H, W) uint8 in CHANNELS order → (H, W, 3) float RGB: red microtubules, green
+    protein, blue nucleus, yellow (red + green) ER at half strength."""
+    r, g, b, y = (channels.astype(np.float32) / 255)[:4]
+    return np.clip(np.stack([r + 0.5 * y, g + 0.5 * y, b], axis=-1), 0, 1)
+
+
+def example_cells(crops: dict[int, np.ndarray], path: Path) -> Path:
+    """crops: class → (k, 4, S, S) uint8 cells from images with that label; one row per class."""
+    classes = list(crops)
+    per_row = max((len(v) for v in crops.values()), default=1)
+    fig, axes = plt.subplots(len(classes), per_row, figsize=(1.6 * per_row + 2, 1.6 * len(classes) + 0.6),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    for row, c in enumerate(classes):
+        for col in range(per_row):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(crops[c]):
+                ax.imshow(compose(crops[c][col]))
+            if col == 0:
+                ax.set_ylabel(f"{c} {CLASS_NAMES[c]}", fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle("Rare classes: example cells (red microtubules, green protein, blue nucleus, yellow ER)")
+    return _save(fig, path)
+
+
+def outlines(image: np.ndarray | None, labels: np.ndarray, title: str, path: Path) -> Path:
+    """image (4, H, W) uint8 or None, labels (H, W) cell ids → composite with white outlines
+    (or the cells coloured, without the image)."""
+    from skimage.segmentation import find_boundaries
+
+    edges = find_boundaries(labels, mode="inner")
+    if image is not None:
+        picture = compose(image)
+    else:
+        rng = np.random.default_rng(0)
+        palette = np.vstack([[0, 0, 0], rng.uniform(0.2, 1, (int(labels.max()) + 1, 3))])
+        picture = palette[labels]
+    picture[edges] = 1.0
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    ax.imshow(picture)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def cells_per_image(n_cells: np.ndarray, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.hist(n_cells, bins=np.arange(0, max(int(n_cells.max()), 1) + 2) - 0.5, color="tab:purple")
+    ax.set_xlabel("cells per image")
+    ax.set_ylabel("images")
+    ax.set_title(f"Cells per image ({len(n_cells)} images, {int(n_cells.sum()):,} cells)")
+    return _save(fig, path)
+
+
+def positives_per_fold(balance: pd.DataFrame, path: Path) -> Path:
+    """balance: index class 0..18, one column per fold (positives) → grouped bars."""
+    folds = list(balance.columns)
+    width = 0.8 / max(len(folds), 1)
+    fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
+    for k, fold in enumerate(folds):
+        ax.bar(np.arange(NUM_CLASSES) + k * width, balance[fold].to_numpy(), width, label=f"fold {fold}")
+    ax.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, [str(i) for i in range(NUM_CLASSES)])
+    ax.set_xlabel("class")
+    ax.set_ylabel("positive images")
+    ax.set_yscale("symlog", linthresh=1)  # counts span 1 to 10,000 in HPA; zeros allowed
+    ax.legend(fontsize=8, ncols=min(len(folds), 5))
+    ax.set_title("Positives per class and fold")
+    return _save(fig, path)
+
+
+def training_curves(metrics: dict[int, pd.DataFrame], path: Path) -> Path:
+    """fold → metrics.csv table → train/val loss and val_map per epoch."""
+    fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for fold, table in sorted(metrics.items()):
+        line = loss_ax.plot(table.epoch, table.train_loss, label=f"fold {fold} train")[0]
+        loss_ax.plot(table.epoch, table.val_loss, "--", color=line.get_color(), label=f"fold {fold} val")
+        ap_ax.plot(table.epoch, table.val_map, color=line.get_color(), label=f"fold {fold}")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("BCE loss")
+    loss_ax.legend(fontsize=7)
+    ap_ax.set_xlabel("epoch")
+    ap_ax.set_ylabel("validation macro AP")
+    ap_ax.legend(fontsize=7)
+    fig.suptitle("Training per fold")
+    return _save(fig, path)
+
+
+def per_class_ap(ap: pd.DataFrame, title: str, path: Path) -> Path:
+    """ap: index class 0..18, one column per series (fold, or model / prior) → grouped bars."""
+    series = list(ap.columns)
+    height = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(9, 7), layout="constrained")
+    for k, name in enumerate(series):
+        ax.barh(np.arange(NUM_CLASSES) + k * height, ap[name].fillna(0).to_numpy(), height, label=str(name))
+    ax.set_yticks(np.arange(NUM_CLASSES) + 0.4 - height / 2, [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)],
+                  fontsize=8)  # fmt: skip
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("average precision")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
