@@ -211,11 +211,15 @@ def _read_ids(path: str | Path) -> pd.DataFrame:
         raise InputError(f"IDs file {path} does not exist or is empty") from None
     if "ID" not in ids.columns:
         raise InputError(f"IDs file {path} lacks column 'ID'; found {list(ids.columns)}")
+    doubled = ids.ID[ids.ID.duplicated()]
+    if len(doubled):
+        raise InputError(f"IDs file {path}: ID {doubled.iloc[0]!r} is listed more than once")
     return ids
 
 
 def _rows(listing, results: pd.DataFrame, ids: pd.DataFrame | None, images_dir) -> pd.DataFrame:
-    """One row per image in submission order: the listed IDs, or the images found."""
+    """One row per image in submission order: the listed IDs, or the images found. A failed or
+    missing image keeps an empty prediction and takes its size from the IDs file if it has one."""
     failed = pd.DataFrame(listing.refused, columns=["image_id", "error"]).assign(status="error", n_cells=0)
     rows = pd.concat([results, failed], ignore_index=True).drop_duplicates("image_id").set_index("image_id")
     order = list(ids.ID) if ids is not None else sorted(rows.index)
