@@ -1,15 +1,15 @@
 """Ray Data sink for the segmentation stage: cells Parquet plus the matching manifest part.
 
 Each write task gets per-image rows (manifest fields + the image's cells as Arrow IPC bytes)
-and writes, under one shared part name, first OUT/cells/part-<name>.parquet, then
+and writes, under one part name derived from its image IDs, first OUT/cells/part-<name>.parquet, then
 OUT/_manifest/part-<name>.parquet. A manifest part is the commit record: on resume, a cells
 part without its manifest part is an interrupted write and is deleted (`clean_partial`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,7 +56,10 @@ class CellsSink(Datasink):
                     cells.append(read_ipc(row["cells"]))
         if not manifest:
             return {"images": 0, "cells": 0}
-        name = f"part-{uuid.uuid4().hex}.parquet"
+        # Named by the images it holds: a write task that Ray retries (its node died after writing)
+        # replaces its own files instead of adding a second copy of the same cells.
+        images = ",".join(sorted(str(m["image_id"]) for m in manifest))
+        name = f"part-{hashlib.sha1(images.encode()).hexdigest()[:20]}.parquet"
         n_cells = sum(t.num_rows for t in cells)
         if cells:
             _write_atomic(pa.concat_tables(cells), self.out_dir / CELLS_DIR / name)

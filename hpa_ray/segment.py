@@ -188,7 +188,15 @@ def _cut(row: dict, cfg_json: str) -> dict:
         except Exception as exc:  # noqa: BLE001
             out.update(status="error", error=_error(exc, "post-processing/cutting"), n_cells=0)
     out["seconds"] = float(row["seconds"]) + time.perf_counter() - start
+    out["node"] = _node_id()
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def _pool_size(cfg: SegmentConfig) -> int:
@@ -281,6 +289,7 @@ def read_manifest_parts(out_dir: Path) -> pd.DataFrame:
 def _finalize_manifest(out_dir: Path) -> pd.DataFrame:
     """OUT/images.parquet: one row per image; an ok row wins over earlier failures."""
     rows = read_manifest_parts(out_dir)
+    rows["node"] = rows["node"].fillna("") if "node" in rows else ""  # parts written before the column
     rows["_ok"] = rows.status == "ok"
     rows = rows.reset_index().sort_values(["_ok", "index"]).drop_duplicates("image_id", keep="last")
     manifest = rows.sort_values("image_id")[list(MANIFEST_COLUMNS)].reset_index(drop=True)
@@ -301,6 +310,7 @@ def _write_refused(out_dir: Path, refused: list[dict]) -> None:
                 "image_height": 0,
                 "image_width": 0,
                 "seconds": 0.0,
+                "node": "",
             }
             for r in refused
         ]

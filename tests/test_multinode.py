@@ -1,0 +1,43 @@
+"""Several nodes on one machine (ray.cluster_utils.Cluster): segmentation spreads over them, and a
+worker node lost mid-run loses no image and writes no cell twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_segmentation_survives_a_lost_worker_node(tmp_path):
+    from hpa_ray.config import SynthConfig
+    from hpa_ray.synth import generate
+
+    data = generate(tmp_path / "synth", n_images=12, seed=11, cfg=SynthConfig(size=1024))
+    out = tmp_path / "seg"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run(
+        [sys.executable, "tests/multinode_segment.py", str(data / "images"), str(data / "labels.csv"), str(out),
+         str(tmp_path / "report.json")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "at" in report["removed"], "a worker node was removed during the run"
+    assert report["removed"]["parts_before"] < 12, "it was removed while images were still left"
+    assert len(set(report["nodes"]) & set(report["worker_ids"])) == 2, "both worker nodes cut cells"
+    manifest = pd.read_parquet(out / "images.parquet")
+    assert sorted(manifest.image_id) == sorted(pd.read_csv(data / "labels.csv").ID), "every image, once"
+    assert (manifest.status == "ok").all()
+    cells = pd.read_parquet(out / "cells", columns=["image_id", "cell_id"])
+    assert not cells.duplicated().any(), "no cell twice"
+    with_cells = manifest[manifest.n_cells > 0].set_index("image_id").n_cells.to_dict()
+    assert cells.groupby("image_id").size().to_dict() == with_cells
