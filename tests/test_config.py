@@ -34,6 +34,13 @@ def test_every_conf_file_loads_and_is_known():
         load_config(CONF_CLASSES[name], CONF / name)
 
 
+def test_cluster_presets_load():
+    files = sorted((CONF / "cluster").glob("*.yaml"))
+    assert [p.name for p in files] == ["predict.yaml", "segment.yaml", "train.yaml", "tune.yaml"]
+    for path in files:
+        load_config(CONF_CLASSES[path.name], path)
+
+
 def test_conf_files_state_the_defaults():
     # The shipped files document the defaults: loading them changes nothing.
     for name, cls in CONF_CLASSES.items():
