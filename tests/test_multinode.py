@@ -1,5 +1,6 @@
 """Several nodes on one machine (ray.cluster_utils.Cluster): segmentation spreads over them, and a
-worker node lost mid-run loses no image and writes no cell twice."""
+worker node lost mid-run loses no image and writes no cell twice; a fold whose training worker
+dies resumes from its checkpoint."""
 
 from __future__ import annotations
 
@@ -41,3 +42,35 @@ def test_segmentation_survives_a_lost_worker_node(tmp_path):
     assert not cells.duplicated().any(), "no cell twice"
     with_cells = manifest[manifest.n_cells > 0].set_index("image_id").n_cells.to_dict()
     assert cells.groupby("image_id").size().to_dict() == with_cells
+
+
+@pytest.mark.slow
+def test_fold_training_resumes_after_its_worker_dies_on_a_multinode_cluster(tmp_path):
+    from hpa_ray.config import FoldsConfig, SynthConfig
+    from hpa_ray.folds import make_folds, read_label_matrix
+    from hpa_ray.synth import generate
+
+    data = generate(tmp_path / "synth", n_images=6, seed=5, cfg=SynthConfig(size=2048))
+    ids, y = read_label_matrix(data / "labels.csv")
+    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(tmp_path / "folds.csv",
+                                                                                           index=False)  # fmt: skip
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    seg = subprocess.run(
+        [sys.executable, "-m", "hpa_ray.segment", "--input-dir", str(data / "images"), "--labels",
+         str(data / "labels.csv"), "--output-dir", str(tmp_path / "seg"), "crop_size=32"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert seg.returncode == 0, seg.stderr[-3000:]
+    run = subprocess.run(
+        [sys.executable, "tests/multinode_train.py", str(tmp_path / "seg" / "cells"), str(tmp_path / "folds.csv"),
+         str(tmp_path / "run")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    fold_dir = tmp_path / "run" / "fold-0"
+    assert (fold_dir / "injected_failure").exists(), "the worker was killed"
+    reports = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
+    resumed = [r for r in reports if r["resumed_from_epoch"] >= 0]
+    assert resumed and resumed[0]["epoch"] == resumed[0]["resumed_from_epoch"] + 1 >= 1, "from a checkpoint"
+    assert list(pd.read_csv(fold_dir / "metrics.csv").epoch) == [0, 1, 2, 3]
