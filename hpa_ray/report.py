@@ -59,9 +59,9 @@ def _rare_cells(cells_dir: Path, out: Path) -> Section | None:
     y = np.asarray([labels[i] for i in rows], np.uint8)
     present = [c for c in np.argsort(y.sum(0), kind="stable") if y[:, c].sum() > 0][:RARE_CLASSES]
     picks = {int(c): [rows[i] for i in np.flatnonzero(y[:, c])[:EXAMPLES_PER_CLASS]] for c in present}
-    taken = dataset.take(sorted({i for v in picks.values() for i in v}), columns=["crop"])
-    crops = crops_to_numpy(taken)
-    position = {row: k for k, row in enumerate(sorted({i for v in picks.values() for i in v}))}
+    wanted = sorted({i for v in picks.values() for i in v})
+    crops = crops_to_numpy(dataset.take(wanted, columns=["crop"]))
+    position = {row: k for k, row in enumerate(wanted)}
     examples = {c: crops[[position[i] for i in v]] for c, v in picks.items()}
     path = figs.example_cells(examples, out / "rare_class_cells.png")
     return Section("Rare classes", [(path, f"Example cells of the {len(picks)} rarest labelled classes in the cells "
@@ -77,36 +77,39 @@ def _cell_labels(cells: pd.DataFrame, height: int, width: int) -> np.ndarray:
     return labels
 
 
-def _input_image(segment_dir: Path, image_id: str) -> np.ndarray | None:
-    """The segmented image itself, when the directory it came from is still there."""
-    from hpa_ray.images import list_images, read_image
+def _input_paths(segment_dir: Path) -> dict[str, list[str]]:
+    """image ID → channel files, from the directory the segmentation read (when still there)."""
+    from hpa_ray.images import list_images
 
     inputs = segment_dir / "inputs.json"
     if not inputs.exists():
-        return None
+        return {}
     input_dir = Path(json.loads(inputs.read_text())["input_dir"])
-    if not input_dir.is_dir():
-        return None
-    jobs = [j for j in list_images(input_dir).jobs if j["image_id"] == image_id]
+    return {j["image_id"]: j["paths"] for j in list_images(input_dir).jobs} if input_dir.is_dir() else {}
+
+
+def _read_or_none(paths: list[str] | None) -> np.ndarray | None:
+    from hpa_ray.images import read_image
+
     try:
-        return read_image(jobs[0]["paths"]) if jobs else None
+        return read_image(paths) if paths else None
     except ValueError:
         return None
 
 
 def _segmentation(segment_dir: Path, out: Path) -> Section:
+    import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     manifest = pd.read_parquet(segment_dir / "images.parquet")
     section = Section("Segmentation")
     shown = manifest[(manifest.status == "ok") & (manifest.n_cells > 0)].head(OUTLINED_IMAGES)
     dataset = pads.dataset(segment_dir / "cells", format="parquet")
+    paths = _input_paths(segment_dir) if len(shown) else {}
     for row in shown.itertuples():
-        import pyarrow.compute as pc
-
         cells = dataset.to_table(columns=["cell_id", "mask_rle"], filter=pc.field("image_id") == row.image_id)
         labels = _cell_labels(cells.to_pandas(), row.image_height, row.image_width)
-        image = _input_image(segment_dir, row.image_id)
+        image = _read_or_none(paths.get(row.image_id))
         path = figs.outlines(
             image, labels, f"{row.image_id}: {row.n_cells} cells", out / f"outlines_{len(section.figures)}.png"
         )

@@ -72,6 +72,7 @@ def test_every_part_writes_real_images_and_the_index_links_them(pipeline, tmp_pa
     linked = re.findall(r'<img src="([^"]+)"', index.read_text())
     assert sorted(linked) == pngs and len(pngs) >= len(SIZES) + 1
     assert "All 6 images segmented without error" in index.read_text()
+    assert "cell outlines over the image" in index.read_text()  # read from the recorded image directory
     for title in ("Labels", "Rare classes", "Segmentation", "Folds", "Training", "Evaluation"):
         assert f"<h2>{title}</h2>" in index.read_text()
 
