@@ -4,12 +4,12 @@ Each write task gets per-image rows (manifest fields + the image's cells as Arro
 and writes, under one part name derived from its image IDs, first OUT/cells/part-<name>.parquet, then
 OUT/_manifest/part-<name>.parquet. A manifest part is the commit record: on resume, a cells
 part without its manifest part is an interrupted write and is deleted (`clean_partial`).
+OUT may be local or object storage (hpa_ray.storage).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 
+from hpa_ray import storage
 from hpa_ray.schema import MANIFEST_COLUMNS
 
 CELLS_DIR, MANIFEST_DIR = "cells", "_manifest"
@@ -33,19 +34,23 @@ def read_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def _write_atomic(table: pa.Table, path: str) -> None:
+    storage.write_bytes(path, parquet_bytes(table))
 
 
 class CellsSink(Datasink):
     def __init__(self, out_dir: str):
-        self.out_dir = Path(out_dir)
+        self.out_dir = str(out_dir)
 
     def on_write_start(self, schema=None) -> None:
-        (self.out_dir / CELLS_DIR).mkdir(parents=True, exist_ok=True)
-        (self.out_dir / MANIFEST_DIR).mkdir(parents=True, exist_ok=True)
+        storage.makedirs(storage.join(self.out_dir, CELLS_DIR))
+        storage.makedirs(storage.join(self.out_dir, MANIFEST_DIR))
 
     def write(self, blocks, ctx) -> dict:
         manifest, cells = [], []
@@ -62,19 +67,18 @@ class CellsSink(Datasink):
         name = f"part-{hashlib.sha1(images.encode()).hexdigest()[:20]}.parquet"
         n_cells = sum(t.num_rows for t in cells)
         if cells:
-            _write_atomic(pa.concat_tables(cells), self.out_dir / CELLS_DIR / name)
-        _write_atomic(pa.Table.from_pylist(manifest), self.out_dir / MANIFEST_DIR / name)
+            _write_atomic(pa.concat_tables(cells), storage.join(self.out_dir, CELLS_DIR, name))
+        _write_atomic(pa.Table.from_pylist(manifest), storage.join(self.out_dir, MANIFEST_DIR, name))
         return {"images": len(manifest), "cells": n_cells}
 
 
 def clean_partial(out_dir: str | Path) -> int:
     """Delete cells parts with no manifest part and stray temp files; return how many."""
-    out_dir = Path(out_dir)
-    committed = {p.name for p in (out_dir / MANIFEST_DIR).glob("part-*.parquet")}
+    committed = {e.relative for e in storage.list_files(storage.join(out_dir, MANIFEST_DIR), "part-*.parquet")}
     removed = 0
     for sub in (CELLS_DIR, MANIFEST_DIR):
-        for path in (out_dir / sub).glob("*"):
-            if path.suffix == ".tmp" or (sub == CELLS_DIR and path.name not in committed):
-                path.unlink()
+        for entry in storage.list_files(storage.join(out_dir, sub)):
+            if entry.relative.endswith(".tmp") or (sub == CELLS_DIR and entry.relative not in committed):
+                storage.delete_file(entry.path)
                 removed += 1
     return removed

@@ -12,6 +12,8 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hpa_ray import storage
+
 
 class ConfigError(ValueError):
     """A configuration file or override that does not fit the schema."""
@@ -193,7 +195,7 @@ def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[
     if path is not None:
         source = str(path)
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(storage.read_text(path)) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as exc:
@@ -209,11 +211,9 @@ def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[
         raise ConfigError(_describe(exc, source)) from None
 
 
-def write_resolved(cfg: BaseModel, path: str | Path) -> Path:
+def write_resolved(cfg: BaseModel, path: str | Path) -> str | Path:
     """Write the fully resolved config as YAML (loadable again by load_config)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    storage.write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return path
 
 

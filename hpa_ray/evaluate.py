@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import sys
 import zlib
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as coco_mask
 
+from hpa_ray import storage
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 from hpa_ray.submission import SubmissionError, parse_triples, read_submission
 
@@ -69,7 +71,7 @@ def _image_ious(pred_masks: list[str], true_masks: list[str], height: int, width
 def read_truth(path: str | Path) -> pd.DataFrame:
     """Per-cell truth (synth's truth.parquet): TRUTH_COLUMNS, labels a NUM_CLASSES multi-hot."""
     try:
-        truth = pd.read_parquet(path)
+        truth = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
     except FileNotFoundError:
         raise EvaluateError(f"truth file {path} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow's many reasons
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = json.dumps(result, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        storage.write_text(args.output, text + "\n")
     print(text)
     return 0
 

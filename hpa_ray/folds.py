@@ -11,6 +11,7 @@ closer to its ideal share (on the real 21,806-image label file: worst deviation 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa_ray import storage
 from hpa_ray.config import ConfigError, FoldsConfig, load_config, write_resolved
 from hpa_ray.images import InputError, read_labels_csv
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES, parse_labels
@@ -113,7 +115,7 @@ def balance_table(y: np.ndarray, folds: np.ndarray, n_folds: int) -> pd.DataFram
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpa_ray.folds", description=__doc__.splitlines()[0])
     parser.add_argument("--labels", required=True, help="CSV with ID,Label")
-    parser.add_argument("--output", required=True, help="folds CSV to write (image_id,fold)")
+    parser.add_argument("--output", required=True, help="folds CSV to write (image_id,fold); local or a URI")
     parser.add_argument("--n-folds", type=int, help="overrides the config's n_folds")
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
     parser.add_argument("--config", help="YAML FoldsConfig (conf/folds.yaml)")
@@ -129,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"image_id": ids, "fold": folds}).to_csv(out, index=False)
+    out = args.output
+    storage.write_text(out, pd.DataFrame({"image_id": ids, "fold": folds}).to_csv(index=False))
     table = balance_table(y, folds, cfg.n_folds)
-    balance = out.with_name(out.stem + "_balance.csv")
-    table.to_csv(balance, index=False)
-    write_resolved(cfg, out.with_name(out.stem + "_config.yaml"))
+    stem = os.path.splitext(out)[0]
+    balance = f"{stem}_balance.csv"
+    storage.write_text(balance, table.to_csv(index=False))
+    write_resolved(cfg, f"{stem}_config.yaml")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.to_string(index=False))
     watched = table[table.positives >= cfg.min_positives]

@@ -1,11 +1,13 @@
 """Find the input images of a run and decode them, with a reason for every refusal.
 
 Layout (Kaggle's): DIR/{ID}_{red,green,blue,yellow}.{png,tif,tiff}, plus an optional
-labels CSV `ID,Label`. Nothing here raises for one bad image: it is reported and skipped.
+labels CSV `ID,Label`; DIR and the CSV may be local or object storage (hpa_ray.storage).
+Nothing here raises for one bad image: it is reported and skipped.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from hpa_ray import storage
 from hpa_ray.schema import CHANNELS, IMAGE_EXTENSIONS, check_image_id, format_labels, parse_labels
 
 _FILE_RE = re.compile(r"^(?P<id>.+)_(?P<ch>red|green|blue|yellow)(?P<ext>\.[A-Za-z]+)$")
@@ -38,7 +41,8 @@ class Listing:
 def read_labels_csv(path: str | Path) -> pd.DataFrame:
     """Read `ID,Label` as strings; InputError when the file is empty or lacks a column."""
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with storage.open_input(path) as f:
+            df = pd.read_csv(f, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(f"labels file {path} does not exist") from None
     except pd.errors.EmptyDataError:
@@ -51,29 +55,30 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def _scan(input_dir: Path) -> dict[str, dict[str, list[Path]]]:
-    found: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(input_dir.iterdir()):
-        m = _FILE_RE.match(path.name)
-        if m and m["ext"].lower() in IMAGE_EXTENSIONS and path.is_file():
-            found[m["id"]][m["ch"]].append(path)
+def _scan(input_dir: str) -> dict[str, dict[str, list[str]]]:
+    """image ID → channel → file paths (one listing call, also on object storage)."""
+    found: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for entry in storage.list_files(input_dir):
+        m = _FILE_RE.match(entry.relative)
+        if m and m["ext"].lower() in IMAGE_EXTENSIONS:
+            found[m["id"]][m["ch"]].append(entry.path)
     return found
 
 
-def _channel_paths(image_id: str, files: dict[str, list[Path]]) -> list[str]:
+def _channel_paths(image_id: str, files: dict[str, list[str]]) -> list[str]:
     missing = [c for c in CHANNELS if not files.get(c)]
     if missing:
         raise ImageError(f"missing channel file(s) {missing} for {image_id}")
-    doubled = {c: [p.name for p in files[c]] for c in CHANNELS if len(files[c]) > 1}
+    doubled = {c: [storage.name(p) for p in files[c]] for c in CHANNELS if len(files[c]) > 1}
     if doubled:
         raise ImageError(f"more than one file for a channel: {doubled}")
-    return [str(files[c][0]) for c in CHANNELS]
+    return [files[c][0] for c in CHANNELS]
 
 
 def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> Listing:
     """Match image files to IDs (from the CSV when given, else from the directory)."""
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
+    input_dir = str(input_dir)
+    if not storage.is_dir(input_dir):
         raise InputError(f"image directory {input_dir} does not exist")
     found = _scan(input_dir)
     if labels_csv is None:
@@ -107,12 +112,12 @@ def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> 
     return listing
 
 
-def _explain(path: str) -> str:
-    """Why cv2 could not decode `path` (PIL's words are clearer)."""
+def _explain(data: bytes) -> str:
+    """Why cv2 could not decode a file's bytes (PIL's words are clearer)."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
     except Exception as exc:  # noqa: BLE001 - any reason is the answer
         return str(exc) or type(exc).__name__
@@ -129,11 +134,16 @@ def to_uint8(channel: np.ndarray) -> np.ndarray:
 
 
 def read_channel(path: str) -> np.ndarray:
-    """One grayscale channel file → (H, W) uint8; ImageError says what is wrong with it."""
-    name = Path(path).name
-    data = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    """One grayscale channel file (local or object storage) → (H, W) uint8; ImageError says
+    what is wrong with it."""
+    name = storage.name(path)
+    try:
+        encoded = storage.read_bytes(path)
+    except OSError as exc:  # gone since the listing, unreadable, storage unreachable
+        raise ImageError(f"cannot read {name}: {exc}") from None
+    data = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED) if encoded else None
     if data is None:
-        raise ImageError(f"cannot decode {name}: {_explain(path)}")
+        raise ImageError(f"cannot decode {name}: {_explain(encoded)}")
     if data.ndim != 2:
         raise ImageError(f"{name} has {data.shape[2]} colour channels; expected one grayscale channel")
     try:

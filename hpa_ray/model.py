@@ -2,7 +2,7 @@
 
 - `efficientnet-b2` (default): efficientnet-pytorch's EfficientNet-B2, 4 input channels.
   ImageNet weights: `pretrained: imagenet` downloads them (needs the internet);
-  `pretrained: PATH` loads efficientnet-pytorch's 3-channel state dict from a local file
+  `pretrained: PATH` loads efficientnet-pytorch's 3-channel state dict from a file (local or a URI)
   (e.g. efficientnet-b2-8bb594d6.pth). The stem gets the RGB filters for red, green and blue
   and the red filter again for yellow (ER stains overlap microtubules); the head is new.
   `pretrained: null` is random initialisation (tests, offline).
@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import torch
 from torch import nn
 
+from hpa_ray import storage
 from hpa_ray.config import TrainConfig
 from hpa_ray.schema import CHANNELS, NUM_CLASSES
 
@@ -71,9 +72,9 @@ def _imagenet_state(pretrained: str) -> dict:
                 f"cannot download the ImageNet weights ({exc}); download {IMAGENET_B2_URL} "
                 "elsewhere and set train.pretrained to its path, or pretrained: null"
             ) from None
-    if not Path(pretrained).is_file():
+    if not storage.is_file(pretrained):
         raise ModelError(f"pretrained weights {pretrained} do not exist")
-    return torch.load(pretrained, map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(storage.read_bytes(pretrained)), map_location="cpu", weights_only=True)
 
 
 def _timm_b2(pretrained: str | None) -> nn.Module:
@@ -95,7 +96,7 @@ def check_model_config(cfg: TrainConfig) -> None:
     """Fail early, on the driver, for what would otherwise fail inside every worker."""
     if cfg.model == "tiny" and cfg.pretrained:
         raise ModelError("model tiny has no pretrained weights")
-    if cfg.pretrained not in (None, "imagenet") and not Path(cfg.pretrained).is_file():
+    if cfg.pretrained not in (None, "imagenet") and not storage.is_file(cfg.pretrained):
         raise ModelError(f"pretrained weights {cfg.pretrained} do not exist")
 
 

@@ -3,13 +3,15 @@
 Ray Data: the segmentation stage's pipeline (same backend and settings as the training cells,
 from RUN/segment_config.yaml) → classify every cell with the mean of the fold models' sigmoids,
 optionally over flipped crops too (CPU tasks; GPU actors when the cluster has GPUs) → one row per
-image → submission.csv, checked by hpa_ray.submission before the run ends.
+image → submission.csv, checked by hpa_ray.submission before the run ends. Images, the run and
+the submission may be local or object storage (`s3://…`, `gs://…`).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import sys
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray
+from hpa_ray import _ray, storage
 from hpa_ray._sink import read_ipc
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
 from hpa_ray.images import InputError, list_images
@@ -38,32 +40,35 @@ class RunModels:
     segment: SegmentConfig  # how the training cells were cut (applied to the test images)
 
 
-def _fold_config(fold_dir: Path, run_cfg: Path) -> TrainConfig:
-    path = fold_dir / "config.yaml" if (fold_dir / "config.yaml").exists() else run_cfg
-    if not path.exists():
+def _fold_config(fold_dir: str, run_cfg: str) -> TrainConfig:
+    beside = storage.join(fold_dir, "config.yaml")
+    path = beside if storage.exists(beside) else run_cfg
+    if not storage.exists(path):
         raise ModelError(f"{fold_dir}: no config.yaml beside the model (nor {run_cfg}): cannot rebuild the model")
     return load_config(TrainConfig, path)
 
 
 def load_run(models_dir: str | Path, cfg: PredictConfig) -> RunModels:
     """Find the fold models of a train run and check that they form one ensemble."""
-    models_dir = Path(models_dir)
-    paths = sorted(models_dir.glob("fold-*/best/model.pt"))
+    models_dir = storage.absolute(models_dir)
+    paths = [e.path for e in storage.list_files(models_dir, "fold-*/best/model.pt", recursive=True)]
     if not paths:
         raise ModelError(f"no models under {models_dir} (expected fold-K/best/model.pt from python -m hpa_ray.train)")
-    configs = {p.parent.parent.name: _fold_config(p.parent.parent, models_dir / "config.yaml") for p in paths}
+    fold_dirs = {p: storage.parent(storage.parent(p)) for p in paths}
+    run_cfg = storage.join(models_dir, "config.yaml")
+    configs = {storage.name(d): _fold_config(d, run_cfg) for d in fold_dirs.values()}
     for key in _ARCHITECTURE:
         values = {fold: getattr(c, key) for fold, c in configs.items()}
         if len(set(values.values())) > 1:
             raise ModelError(f"the models in {models_dir} differ in {key}: {values}; predict with one run's folds")
-    seg_path = models_dir / "segment_config.yaml"
-    if not seg_path.exists():
+    seg_path = storage.join(models_dir, "segment_config.yaml")
+    if not storage.exists(seg_path):
         raise ConfigError(f"{seg_path} is missing: cannot tell how the training cells were segmented")
     segment = with_updates(load_config(SegmentConfig, seg_path), cfg.segment, f"{seg_path} + predict segment")
     train = next(iter(configs.values())).model_copy(update={"pretrained": None})
     for path in paths:  # fail here, not in every worker
-        _load_model(str(path), train.model_dump_json(), "cpu")
-    return RunModels(tuple(str(p) for p in paths), train, segment)
+        _load_model(path, train.model_dump_json(), "cpu")
+    return RunModels(tuple(paths), train, segment)
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,7 +79,8 @@ def _load_model(path: str, train_json: str, device: str):
 
     model = build_model(TrainConfig.model_validate_json(train_json))
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        weights = io.BytesIO(storage.read_bytes(path))
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001 - wrong file, wrong architecture
         raise ModelError(
             f"{path}: not weights of a {TrainConfig.model_validate_json(train_json).model}: {exc}"
@@ -196,7 +202,7 @@ def build_predict_dataset(jobs: list[dict], run: RunModels, cfg: PredictConfig):
 @dataclass
 class PredictResult:
     images: pd.DataFrame  # per image: ID, ImageWidth, ImageHeight, PredictionString, status, error, n_cells, masks
-    output: Path  # the submission written
+    output: str  # the submission written (a local path or a URI)
     seconds: float  # wall time
 
     @property
@@ -206,7 +212,8 @@ class PredictResult:
 
 def _read_ids(path: str | Path) -> pd.DataFrame:
     try:
-        ids = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with storage.open_input(path) as f:
+            ids = pd.read_csv(f, dtype=str, keep_default_na=False)
     except (FileNotFoundError, pd.errors.EmptyDataError):
         raise InputError(f"IDs file {path} does not exist or is empty") from None
     if "ID" not in ids.columns:
@@ -254,7 +261,7 @@ def run_predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv=None
     rows = _rows(listing, results, ids, images_dir)
     write_submission(rows, output)
     validate_submission(output)
-    return PredictResult(rows, Path(output), time.perf_counter() - start)
+    return PredictResult(rows, str(output), time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog=f"Exit status: 0 every image predicted, {EXIT_SOME_FAILED} some failed (listed; their rows are "
         "empty), 2 unusable inputs, models or config.",
     )
-    parser.add_argument("--images", required=True, help="directory of {ID}_{red,green,blue,yellow}.png|tif")
+    parser.add_argument(
+        "--images", required=True, help="directory of {ID}_{red,green,blue,yellow}.png|tif (local, s3://… or gs://…)"
+    )
     parser.add_argument("--models", required=True, help="a train run directory (RUN/fold-K/best/model.pt)")
     parser.add_argument("--output", required=True, help="the submission CSV to write")
     parser.add_argument("--ids", help="CSV with an ID column (e.g. sample_submission.csv): a row for each, in order")

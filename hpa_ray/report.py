@@ -3,13 +3,16 @@
 Each part appears when its input is given: labels (a labels CSV), rare-class cells and
 segmentation (a segment output directory), folds, training (a train run directory), evaluation
 (a truth Parquet and a submission). Headless: matplotlib's Agg, no notebook, no server.
+The inputs may be local or object storage (`s3://…`); the page and its PNGs are written locally.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import io
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hpa_ray import report_figures as figs
+from hpa_ray import storage
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 
 EXAMPLES_PER_CLASS = 6  # cells shown per rare class
@@ -32,11 +36,11 @@ class Section:
     html: str = ""  # extra content (tables)
 
 
-def _labels(labels_csv: Path, out: Path) -> Section:
+def _labels(labels_csv: str, out: Path) -> Section:
     from hpa_ray.folds import read_label_matrix
 
     _, y = read_label_matrix(labels_csv)
-    name = labels_csv.name
+    name = storage.name(labels_csv)
     return Section("Labels", [
         (figs.images_per_class(y, out / "labels_per_class.png"), f"Images per class in {name}."),
         (figs.cooccurrence(y, out / "labels_cooccurrence.png"),
@@ -46,12 +50,17 @@ def _labels(labels_csv: Path, out: Path) -> Section:
     ])  # fmt: skip
 
 
-def _rare_cells(cells_dir: Path, out: Path) -> Section | None:
+def _parquet_dataset(path: str):
     import pyarrow.dataset as pads
 
+    fs, inner = storage.resolve(path)
+    return pads.dataset(inner, format="parquet", filesystem=fs)
+
+
+def _rare_cells(cells_dir: str, out: Path) -> Section | None:
     from hpa_ray.schema import crops_to_numpy
 
-    dataset = pads.dataset(cells_dir, format="parquet")
+    dataset = _parquet_dataset(cells_dir)
     labels = dataset.to_table(columns=["labels"]).column("labels").to_pylist()
     rows = [i for i, v in enumerate(labels) if v is not None]
     if not rows:
@@ -77,15 +86,15 @@ def _cell_labels(cells: pd.DataFrame, height: int, width: int) -> np.ndarray:
     return labels
 
 
-def _input_paths(segment_dir: Path) -> dict[str, list[str]]:
+def _input_paths(segment_dir: str) -> dict[str, list[str]]:
     """image ID → channel files, from the directory the segmentation read (when still there)."""
     from hpa_ray.images import list_images
 
-    inputs = segment_dir / "inputs.json"
-    if not inputs.exists():
+    inputs = storage.join(segment_dir, "inputs.json")
+    if not storage.exists(inputs):
         return {}
-    input_dir = Path(json.loads(inputs.read_text())["input_dir"])
-    return {j["image_id"]: j["paths"] for j in list_images(input_dir).jobs} if input_dir.is_dir() else {}
+    input_dir = json.loads(storage.read_text(inputs))["input_dir"]
+    return {j["image_id"]: j["paths"] for j in list_images(input_dir).jobs} if storage.is_dir(input_dir) else {}
 
 
 def _read_or_none(paths: list[str] | None) -> np.ndarray | None:
@@ -97,14 +106,13 @@ def _read_or_none(paths: list[str] | None) -> np.ndarray | None:
         return None
 
 
-def _segmentation(segment_dir: Path, out: Path) -> Section:
+def _segmentation(segment_dir: str, out: Path) -> Section:
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
 
-    manifest = pd.read_parquet(segment_dir / "images.parquet")
+    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(segment_dir, "images.parquet"))))
     section = Section("Segmentation")
     shown = manifest[(manifest.status == "ok") & (manifest.n_cells > 0)].head(OUTLINED_IMAGES)
-    dataset = pads.dataset(segment_dir / "cells", format="parquet")
+    dataset = _parquet_dataset(storage.join(segment_dir, "cells"))
     paths = _input_paths(segment_dir) if len(shown) else {}
     for row in shown.itertuples():
         cells = dataset.to_table(columns=["cell_id", "mask_rle"], filter=pc.field("image_id") == row.image_id)
@@ -132,11 +140,11 @@ def _error_table(manifest: pd.DataFrame) -> str:
     return f"<p>{len(failed)} of {len(manifest)} images failed:</p><table>{head}{rows}</table>"
 
 
-def _folds(folds_csv: Path, labels_csv: Path | None, out: Path) -> Section:
+def _folds(folds_csv: str, labels_csv: str | None, out: Path) -> Section:
     from hpa_ray.folds import balance_table, read_label_matrix
 
-    folds = pd.read_csv(folds_csv, dtype={"image_id": str})
-    beside = folds_csv.with_name(folds_csv.stem + "_balance.csv")
+    folds = pd.read_csv(io.StringIO(storage.read_text(folds_csv)), dtype={"image_id": str})
+    beside = os.path.splitext(folds_csv)[0] + "_balance.csv"
     if labels_csv is not None:
         ids, y = read_label_matrix(labels_csv)
         fold_of = folds.set_index("image_id").fold.reindex(ids)
@@ -145,21 +153,24 @@ def _folds(folds_csv: Path, labels_csv: Path | None, out: Path) -> Section:
             raise ValueError(f"{folds_csv} and {labels_csv} have no image in common")
         n_folds = int(folds.fold.max()) + 1
         table = balance_table(y[known], fold_of[known].astype(int).to_numpy(), n_folds)
-    elif beside.exists():
-        table = pd.read_csv(beside)
+    elif storage.exists(beside):
+        table = pd.read_csv(io.StringIO(storage.read_text(beside)))
     else:
         raise ValueError(f"the folds part needs --labels or {beside}")
     per_fold = table[[c for c in table.columns if c.startswith("fold_")]]
     per_fold.columns = [c.removeprefix("fold_") for c in per_fold.columns]
     path = figs.positives_per_fold(per_fold, out / "folds_positives.png")
     worst = table.max_deviation.max() if "max_deviation" in table else float("nan")
-    return Section("Folds", [(path, f"Positive images per class and fold ({folds_csv.name}); largest deviation from "
-                                    f"the ideal share: {worst:.1%}.")])  # fmt: skip
+    caption = (f"Positive images per class and fold ({storage.name(folds_csv)}); largest deviation from the ideal "
+               f"share: {worst:.1%}.")  # fmt: skip
+    return Section("Folds", [(path, caption)])
 
 
-def _training(run_dir: Path, out: Path) -> Section | None:
+def _training(run_dir: str, out: Path) -> Section | None:
+    found = storage.list_files(run_dir, "fold-*/metrics.csv", recursive=True)
     metrics = {
-        int(p.parent.name.removeprefix("fold-")): pd.read_csv(p) for p in sorted(run_dir.glob("fold-*/metrics.csv"))
+        int(e.relative.split("/")[0].removeprefix("fold-")): pd.read_csv(io.StringIO(storage.read_text(e.path)))
+        for e in found
     }
     if not metrics:
         return None
@@ -174,19 +185,19 @@ def _training(run_dir: Path, out: Path) -> Section | None:
     ])  # fmt: skip
 
 
-def _evaluation(truth: Path, submission: Path, out: Path) -> Section:
+def _evaluation(truth: str, submission: str, out: Path) -> Section:
     from hpa_ray.evaluate import evaluate_files
 
     scores = evaluate_files(submission, truth)
     series = {"submission": [scores["per_class_ap"][n] for n in CLASS_NAMES]}
-    evaluation = submission.with_name("evaluation.json")
-    if evaluation.exists() and "prior_per_class_ap" in (saved := json.loads(evaluation.read_text())):
+    evaluation = storage.join(storage.parent(submission), "evaluation.json")
+    if storage.exists(evaluation) and "prior_per_class_ap" in (saved := json.loads(storage.read_text(evaluation))):
         series["prior-only answer"] = [saved["prior_per_class_ap"][n] for n in CLASS_NAMES]
     ap = pd.DataFrame(series, index=range(NUM_CLASSES)).astype(float)
     path = figs.per_class_ap(
-        ap, f"Per-class AP of {submission.name}: mAP {scores['mAP']:.3f}", out / "evaluation_ap.png"
+        ap, f"Per-class AP of {storage.name(submission)}: mAP {scores['mAP']:.3f}", out / "evaluation_ap.png"
     )
-    caption = (f"The task's metric per class (IoU ≥ 0.6) against {truth.name}; classes without true cells are "
+    caption = (f"The task's metric per class (IoU ≥ 0.6) against {storage.name(truth)}; classes without true cells are "
                f"empty. mAP {scores['mAP']:.4f}.")  # fmt: skip
     return Section("Evaluation", [(path, caption)])
 
@@ -219,15 +230,15 @@ def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, tru
     out.mkdir(parents=True, exist_ok=True)
     sections: list[Section | None] = []
     if labels:
-        sections.append(_labels(Path(labels), out))
+        sections.append(_labels(str(labels), out))
     if segment_dir:
-        sections += [_rare_cells(Path(segment_dir) / "cells", out), _segmentation(Path(segment_dir), out)]
+        sections += [_rare_cells(storage.join(segment_dir, "cells"), out), _segmentation(str(segment_dir), out)]
     if folds:
-        sections.append(_folds(Path(folds), Path(labels) if labels else None, out))
+        sections.append(_folds(str(folds), str(labels) if labels else None, out))
     if run_dir:
-        sections.append(_training(Path(run_dir), out))
+        sections.append(_training(str(run_dir), out))
     if truth and submission:
-        sections.append(_evaluation(Path(truth), Path(submission), out))
+        sections.append(_evaluation(str(truth), str(submission), out))
     return _index([s for s in sections if s is not None], out)
 
 

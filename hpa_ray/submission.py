@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa_ray import storage
 from hpa_ray.masks import decode_mask
 from hpa_ray.schema import NUM_CLASSES
 
@@ -42,30 +44,28 @@ def prediction_string(
     return " ".join(parts)
 
 
-def write_submission(rows: pd.DataFrame, path: str | Path) -> Path:
+def write_submission(rows: pd.DataFrame, path: str | Path) -> str | Path:
     """rows: columns ID, ImageWidth, ImageHeight, PredictionString (in the order to write)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = rows.loc[:, list(HEADER)].copy()
     out["PredictionString"] = out["PredictionString"].fillna("")
-    tmp = path.with_name(path.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    tmp.replace(path)
+    storage.write_text(path, out.to_csv(index=False))  # whole or not at all
     return path
 
 
 def read_submission(path: str | Path) -> pd.DataFrame:
     """The file as strings, header checked; SubmissionError when it is not a submission."""
-    path = Path(path)
-    if not path.is_file():
-        raise SubmissionError(f"submission {path} does not exist")
-    with open(path, newline="") as f:
-        header = next(csv.reader(f), None)
+    try:
+        text = storage.read_text(path)
+    except FileNotFoundError:
+        raise SubmissionError(f"submission {path} does not exist") from None
+    except OSError as exc:  # a directory, unreadable, storage unreachable
+        raise SubmissionError(f"cannot read submission {path}: {exc}") from None
+    header = next(csv.reader(io.StringIO(text)), None)
     if header is None:
         raise SubmissionError(f"{path}: empty file")
     if tuple(header) != HEADER:
         raise SubmissionError(f"{path}: header must be {','.join(HEADER)}; found {','.join(header)}")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
 
 
 def parse_triples(text: str) -> list[tuple[str, str, str]]:
@@ -143,11 +143,11 @@ def validate_submission(path: str | Path, images_dir: str | Path | None = None) 
         raise SubmissionError(f"{path}: ID {duplicated.iloc[0]!r} has more than one row")
     counts = [_check_row(i, row) for i, row in enumerate(table.itertuples(index=False))]
     if images_dir is not None:
-        _check_against_images(table, Path(images_dir))
+        _check_against_images(table, str(images_dir))
     return SubmissionSummary(len(table), int(sum(counts)), int(sum(c == 0 for c in counts)))
 
 
-def _check_against_images(table: pd.DataFrame, images_dir: Path) -> None:
+def _check_against_images(table: pd.DataFrame, images_dir: str) -> None:
     from hpa_ray.images import ImageError, list_images, read_channel
 
     listing = list_images(images_dir)

@@ -6,6 +6,7 @@ against their weak labels), checkpoint, and stop early. A worker that dies is re
 resumes from the last checkpoint. `--fold all` runs one Ray Tune trial per fold, in parallel.
 Outputs: RUN_DIR/fold-K/{best/model.pt, config.yaml, metrics.csv, tensorboard/}, RUN_DIR/config.yaml,
 RUN_DIR/segment_config.yaml (copied from the cells: predict segments test images the same way).
+Cells, folds and RUN_DIR may be local or object storage (`s3://…`); so may Ray's storage_path.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray
+from hpa_ray import _ray, storage
 from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
 from hpa_ray.metrics import per_class_ap
 from hpa_ray.model import ModelError
@@ -75,12 +75,35 @@ def _evaluate(model, shard, cfg, device, amp, mean, std) -> tuple[float, np.ndar
     return float(np.mean(losses)) if losses else float("nan"), scores_all, labels_all
 
 
-def _inject_failure(cfg: TrainConfig, epoch: int, fold_dir: Path) -> None:
+def _inject_failure(cfg: TrainConfig, epoch: int, fold_dir: str) -> None:
     """Tests: kill this worker process once, at cfg.fail_at_epoch."""
-    marker = fold_dir / "injected_failure"
-    if cfg.fail_at_epoch == epoch and not marker.exists():
-        marker.write_text(f"worker killed at epoch {epoch}\n")
+    marker = storage.join(fold_dir, "injected_failure")
+    if cfg.fail_at_epoch == epoch and not storage.exists(marker):
+        storage.write_text(marker, f"worker killed at epoch {epoch}\n")
         os._exit(1)
+
+
+class _Board:
+    """Rank 0's TensorBoard events in fold_dir/tensorboard. Event files grow by appends, which
+    object storage cannot do: for a URI they are written locally and uploaded after each epoch."""
+
+    def __init__(self, fold_dir: str):
+        from tensorboardX import SummaryWriter
+
+        self.target = storage.join(fold_dir, "tensorboard")
+        self.local = tempfile.mkdtemp(prefix="hpa-tensorboard-") if storage.is_uri(fold_dir) else self.target
+        self.writer = SummaryWriter(self.local)
+
+    def log(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            if key != "epoch" and np.isfinite(value):
+                self.writer.add_scalar(key, value, metrics["epoch"])
+        self.writer.flush()
+        if self.local != self.target:
+            storage.upload_dir(self.local, self.target)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -88,12 +111,11 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
-    from tensorboardX import SummaryWriter
 
     from hpa_ray.model import build_model
 
     cfg = TrainConfig.model_validate(config["train"])
-    fold_dir = Path(config["fold_dir"])
+    fold_dir = config["fold_dir"]
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
     rank = ray.train.get_context().get_world_rank()
@@ -121,7 +143,7 @@ def train_loop_per_worker(config: dict) -> None:
         resumed_from = state["epoch"]
     mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1)
     std = torch.tensor(STD, device=device).view(1, -1, 1, 1)
-    writer = SummaryWriter(str(fold_dir / "tensorboard")) if rank == 0 else None
+    writer = _Board(fold_dir) if rank == 0 else None
     loss_fn = torch.nn.BCEWithLogitsLoss()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if rank == 0:
@@ -163,19 +185,15 @@ def train_loop_per_worker(config: dict) -> None:
         writer.close()
 
 
-def _report(metrics, rank, model, optimizer, scheduler, state, best_weights, writer, fold_dir: Path) -> None:
+def _report(metrics, rank, model, optimizer, scheduler, state, best_weights, writer, fold_dir: str) -> None:
     import ray.train
     import torch
 
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    for key, value in metrics.items():
-        if key != "epoch" and np.isfinite(value):
-            writer.add_scalar(key, value, metrics["epoch"])
-    writer.flush()
-    with open(fold_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(metrics) + "\n")
+    writer.log(metrics)
+    storage.append_text(storage.join(fold_dir, "metrics.jsonl"), json.dumps(metrics) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "progress": dict(state)}, Path(tmp) / STATE)  # fmt: skip
@@ -193,23 +211,23 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
 
     check_model_config(cfg)
     _ray.init_ray()
-    run_dir = Path(run_dir).resolve()
-    fold_dir = run_dir / f"fold-{fold}"
+    run_dir, cells_dir = storage.absolute(run_dir), storage.absolute(cells_dir)
+    fold_dir = storage.join(run_dir, f"fold-{fold}")
     # Same run name and storage path: Ray Train resumes a run that was interrupted (its
     # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    _write_run_config(fold_dir, cfg, Path(cells_dir))
-    train_ds, val_ds = fold_datasets(str(cells_dir), read_folds(folds_csv), fold, cfg.image_size, cfg.augment,
-                                     cache=_cache_data(cfg, str(cells_dir)))  # fmt: skip
+    storage.makedirs(fold_dir)
+    _write_run_config(fold_dir, cfg, cells_dir)
+    train_ds, val_ds = fold_datasets(cells_dir, read_folds(folds_csv), fold, cfg.image_size, cfg.augment,
+                                     cache=_cache_data(cfg, cells_dir))  # fmt: skip
     gpu = _use_gpu(cfg)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.model_dump(), "fold": fold, "fold_dir": str(fold_dir)},
+        train_loop_config={"train": cfg.model_dump(), "fold": fold, "fold_dir": fold_dir},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=f"{run_dir.name}-fold-{fold}",
-            storage_path=cfg.storage_path or str(run_dir / "ray_results"),
+            name=f"{storage.name(run_dir)}-fold-{fold}",
+            storage_path=cfg.storage_path or storage.join(run_dir, "ray_results"),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=list(callbacks),
@@ -220,18 +238,17 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     return _export_fold(result, fold_dir)
 
 
-def _export_fold(result, fold_dir: Path) -> dict:
+def _export_fold(result, fold_dir: str) -> dict:
     """Best weights → fold_dir/best/model.pt; per-epoch metrics (restarts deduplicated) → CSV."""
     if result.checkpoint is None:
-        raise RuntimeError(f"training of {fold_dir.name} reported no checkpoint: {result.error}")
-    (fold_dir / "best").mkdir(exist_ok=True)
+        raise RuntimeError(f"training of {storage.name(fold_dir)} reported no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:
-        shutil.copy(Path(d) / BEST_MODEL, fold_dir / "best" / "model.pt")
-    rows = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
+        storage.write_bytes(storage.join(fold_dir, "best", "model.pt"), (Path(d) / BEST_MODEL).read_bytes())
+    rows = [json.loads(line) for line in storage.read_text(storage.join(fold_dir, "metrics.jsonl")).splitlines()]
     metrics = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
-    metrics.to_csv(fold_dir / "metrics.csv", index=False)
+    storage.write_text(storage.join(fold_dir, "metrics.csv"), metrics.to_csv(index=False))
     best = metrics.loc[metrics.val_map.idxmax()].to_dict()
-    (fold_dir / "best" / "metrics.json").write_text(json.dumps(best, indent=2))
+    storage.write_text(storage.join(fold_dir, "best", "metrics.json"), json.dumps(best, indent=2))
     return best
 
 
@@ -269,9 +286,9 @@ def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfi
     from ray import tune
 
     _ray.init_ray()
-    run_dir = Path(run_dir).resolve()
-    param_space = {"fold": tune.grid_search(folds), "train": cfg.model_dump(), "cells": str(Path(cells_dir).resolve()),
-                   "folds": str(Path(folds_csv).resolve()), "run_dir": str(run_dir)}  # fmt: skip
+    run_dir = storage.absolute(run_dir)
+    param_space = {"fold": tune.grid_search(folds), "train": cfg.model_dump(), "cells": storage.absolute(cells_dir),
+                   "folds": storage.absolute(folds_csv), "run_dir": run_dir}  # fmt: skip
     # The trial's driver holds no CPU (its workers do): on a small machine a 1-CPU driver per
     # trial leaves the workers waiting forever; {"CPU": 0} alone is refused by Tune.
     trainable = tune.with_resources(_fold_trial, {"CPU": 0, "memory": 1})
@@ -280,24 +297,25 @@ def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfi
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(cfg, len(folds))),
         run_config=tune.RunConfig(
-            name=f"{run_dir.name}-folds", storage_path=cfg.storage_path or str(run_dir / "ray_results")
+            name=f"{storage.name(run_dir)}-folds", storage_path=cfg.storage_path or storage.join(run_dir, "ray_results")
         ),
     )
     grid = tuner.fit()
     errors = [r.error for r in grid if r.error]
     if errors:
         raise RuntimeError(f"{len(errors)} fold(s) failed: {errors[0]}")
-    rows = [json.loads((run_dir / f"fold-{k}" / "best" / "metrics.json").read_text()) | {"fold": k} for k in folds]
+    rows = [json.loads(storage.read_text(storage.join(run_dir, f"fold-{k}", "best", "metrics.json"))) | {"fold": k}
+            for k in folds]  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _write_run_config(fold_dir: Path, cfg: TrainConfig, cells_dir: Path) -> None:
+def _write_run_config(fold_dir: str, cfg: TrainConfig, cells_dir: str) -> None:
     """fold_dir/config.yaml (how to rebuild the model) and, once per run, a copy of the cells'
     segment_config.yaml (predict segments test images the way the training cells were made)."""
-    write_resolved(cfg, fold_dir / "config.yaml")
-    segment_cfg = cells_dir.parent / "segment_config.yaml"
-    if segment_cfg.exists():
-        shutil.copy(segment_cfg, fold_dir.parent / "segment_config.yaml")
+    write_resolved(cfg, storage.join(fold_dir, "config.yaml"))
+    segment_cfg = storage.join(storage.parent(cells_dir), "segment_config.yaml")
+    if storage.exists(segment_cfg):
+        storage.copy_file(segment_cfg, storage.join(storage.parent(fold_dir), "segment_config.yaml"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,16 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", required=True, help="cells Parquet directory (segment's OUT/cells)")
     parser.add_argument("--folds", required=True, help="folds CSV (image_id,fold)")
     parser.add_argument("--fold", default="all", help="a fold number, or all (parallel, via Ray Tune)")
-    parser.add_argument("--run-dir", required=True, help="where fold-K/ and config.yaml go")
+    parser.add_argument("--run-dir", required=True, help="where fold-K/ and config.yaml go (local or a URI)")
     parser.add_argument("--config", help="YAML TrainConfig (conf/train.yaml)")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. epochs=5")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
         folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
-        run_dir = Path(args.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_resolved(cfg, run_dir / "config.yaml")
+        run_dir = args.run_dir
+        storage.makedirs(run_dir)
+        write_resolved(cfg, storage.join(run_dir, "config.yaml"))
         if len(folds) == 1:
             table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
         else:

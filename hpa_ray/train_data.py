@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hpa_ray import storage
 from hpa_ray.schema import NUM_CLASSES, crops_to_numpy
 
 # Per-channel normalisation, CHANNELS order (red, green, blue, yellow): ImageNet's RGB
@@ -27,7 +28,8 @@ class DataError(ValueError):
 
 def read_folds(path: str | Path) -> pd.DataFrame:
     try:
-        folds = pd.read_csv(path, dtype={"image_id": str})
+        with storage.open_input(path) as f:
+            folds = pd.read_csv(f, dtype={"image_id": str})
     except FileNotFoundError:
         raise DataError(f"folds file {path} does not exist") from None
     if not {"image_id", "fold"} <= set(folds.columns):
@@ -91,7 +93,8 @@ def crops_bytes(cells_dir: str) -> int:
     """Bytes of every crop under cells_dir, from the Parquet metadata (nothing is read)."""
     import pyarrow.dataset as pads
 
-    dataset = pads.dataset(cells_dir, format="parquet")
+    fs, inner = storage.resolve(cells_dir)
+    dataset = pads.dataset(inner, format="parquet", filesystem=fs)
     return dataset.count_rows() * dataset.schema.field("crop").type.byte_width
 
 

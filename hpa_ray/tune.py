@@ -4,18 +4,17 @@ Every trial trains through `hpa_ray.train.fit_fold`, the same Ray Train code as 
 The search space lives in conf/tune.yaml. Outputs in RUN_DIR: best_config.yaml (a TrainConfig
 that `train --config` accepts), trials.csv (one row per trial), trials/<trial>/fold-K/ (each
 trial's metrics and TensorBoard logs), ray_results/ (Tune's experiment, for --resume and the
-dashboard / TensorBoard).
+dashboard / TensorBoard). Cells, folds and RUN_DIR may be local or object storage (`s3://…`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from hpa_ray import _ray
+from hpa_ray import _ray, storage
 from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
 from hpa_ray.model import ModelError
 from hpa_ray.train import concurrent_trials, fit_fold
@@ -55,7 +54,7 @@ def _trial(params: dict, base: dict, cells: str, folds: str, fold: int, run_dir:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg = TrainConfig.model_validate({**base, **params})
-    trial_dir = Path(run_dir) / "trials" / tune.get_context().get_trial_id()
+    trial_dir = storage.join(run_dir, "trials", tune.get_context().get_trial_id())
     fit_fold(cells, folds, fold, trial_dir, cfg, (TuneReportCallback(),))
 
 
@@ -70,22 +69,22 @@ def _concurrency(cfg: TuneConfig) -> int:
     return concurrent_trials(cfg.train, cfg.num_samples)
 
 
-def _tuner(cells, folds_csv, run_dir: Path, cfg: TuneConfig, resume: bool):
+def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=cfg.train.model_dump(), cells=str(Path(cells).resolve()),
-                             folds=str(Path(folds_csv).resolve()), fold=cfg.fold, run_dir=str(run_dir)),
+        tune.with_parameters(_trial, base=cfg.train.model_dump(), cells=storage.absolute(cells),
+                             folds=storage.absolute(folds_csv), fold=cfg.fold, run_dir=run_dir),
         {"CPU": 0, "memory": 1},  # the trial's driver holds no CPU: its Train workers do
     )  # fmt: skip
-    storage = cfg.train.storage_path or str(run_dir / "ray_results")
-    experiment = Path(storage) / f"{run_dir.name}-search"
+    results = cfg.train.storage_path or storage.join(run_dir, "ray_results")
+    experiment = storage.join(results, f"{storage.name(run_dir)}-search")
     if resume:
-        if not tune.Tuner.can_restore(str(experiment)):
+        if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"--resume: no search to resume at {experiment}")
-        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     scheduler = ASHAScheduler(max_t=_max_epochs(cfg), grace_period=cfg.asha.grace_period,
                               reduction_factor=cfg.asha.reduction_factor)  # fmt: skip
     return tune.Tuner(
@@ -95,7 +94,7 @@ def _tuner(cells, folds_csv, run_dir: Path, cfg: TuneConfig, resume: bool):
             metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=scheduler,
             search_alg=OptunaSearch(seed=cfg.seed), max_concurrent_trials=_concurrency(cfg),
         ),
-        run_config=tune.RunConfig(name=experiment.name, storage_path=storage),
+        run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results),
     )  # fmt: skip
 
 
@@ -105,9 +104,9 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
         raise DataError(f"fold {cfg.fold} is not in {folds_csv}")
     search_space(cfg)  # config errors before anything starts
     _ray.init_ray()
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved(cfg, run_dir / "tune_config.yaml")
+    run_dir = storage.absolute(run_dir)
+    storage.makedirs(run_dir)
+    write_resolved(cfg, storage.join(run_dir, "tune_config.yaml"))
     grid = _tuner(cells, folds_csv, run_dir, cfg, resume).fit()
     if grid.num_terminated + grid.num_errors < cfg.num_samples:
         raise SearchInterrupted(f"search stopped with {grid.num_terminated} of {cfg.num_samples} trials done; "
@@ -120,9 +119,10 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
         rows.append({"trial_id": result.metrics.get("trial_id") if result.metrics else None, **result.config,
                      "epochs_run": epochs, f"best_{METRIC}": best, "error": str(result.error or "")})  # fmt: skip
     table = pd.DataFrame(rows).sort_values(f"best_{METRIC}", ascending=False)
-    table.to_csv(run_dir / "trials.csv", index=False)
+    storage.write_text(storage.join(run_dir, "trials.csv"), table.to_csv(index=False))
     best = grid.get_best_result(metric=METRIC, mode=MODE, scope="all")
-    write_resolved(TrainConfig.model_validate({**cfg.train.model_dump(), **best.config}), run_dir / "best_config.yaml")
+    best_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), **best.config})
+    write_resolved(best_cfg, storage.join(run_dir, "best_config.yaml"))
     return table
 
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table.to_string(index=False, max_colwidth=30))
     print(
         f"tune: {len(table)} trials; best {METRIC} {table[f'best_{METRIC}'].max():.4f}; "
-        f"best config → {Path(args.run_dir) / 'best_config.yaml'} (python -m hpa_ray.train --config it)"
+        f"best config → {storage.join(args.run_dir, 'best_config.yaml')} (python -m hpa_ray.train --config it)"
     )
     return 0
 

@@ -10,6 +10,7 @@ checked when the config gives one. Each model maps a (B, 3, h, w) normalised ima
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
+from hpa_ray import storage
 from hpa_ray.backends._common import drop_small
 from hpa_ray.config import HpaConfig
 from hpa_ray.schema import CHANNELS
@@ -36,8 +38,9 @@ class BackendError(RuntimeError):
 
 
 def sha256_of(path: str | Path) -> str:
+    """SHA-256 of a local or object-storage file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_input(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -49,13 +52,13 @@ def load_pickled_module(path: str | None, sha256: str | None, what: str):
 
     if not path:
         raise BackendError(f"backend 'hpa' needs hpa.{what}: the path of the model file from {ZENODO_URL}")
-    if not Path(path).is_file():
+    if not storage.is_file(path):
         raise BackendError(f"hpa.{what}: file {path} does not exist (download it from {ZENODO_URL})")
     if sha256 and (actual := sha256_of(path)) != sha256.lower():
         raise BackendError(f"hpa.{what}: {path} has SHA-256 {actual}, expected {sha256}")
     log.warning("loading %s: unpickling runs code from this file; load only files you trust", path)
     try:
-        module = torch.load(path, map_location="cpu", weights_only=False)
+        module = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
     except ModuleNotFoundError as exc:
         raise BackendError(
             f"hpa.{what}: {path} needs the Python package {exc.name!r} to unpickle; "

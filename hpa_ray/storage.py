@@ -1,0 +1,194 @@
+"""Paths that are local or in object storage (`s3://…`, `gs://…`), through pyarrow's filesystems.
+
+Every stage reads and writes through these helpers, so a path argument may be a local path or
+a URI: on a cluster, nodes share data through a bucket instead of one node's disk. Paths stay
+plain strings (a URI, or a local path as given) so that they pickle into Ray tasks unchanged.
+Credentials and endpoints come from the usual environment (AWS_* / AWS_ENDPOINT_URL,
+GOOGLE_APPLICATION_CREDENTIALS), as for Ray Data and Ray Train, which use the same filesystems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import io
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+StrPath = str | os.PathLike
+
+
+def is_uri(path: StrPath) -> bool:
+    """True for `scheme://…` (object storage, hdfs, …); `file://` counts as local."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(scheme_and_bucket: str) -> pafs.FileSystem:
+    # One filesystem per bucket and process: from_uri may look up the bucket's region.
+    return pafs.FileSystem.from_uri(scheme_and_bucket)[0]
+
+
+def resolve(path: StrPath) -> tuple[pafs.FileSystem, str]:
+    """path → (pyarrow filesystem, the path within it)."""
+    text = str(path)
+    if not is_uri(text):
+        return pafs.LocalFileSystem(), str(Path(text.removeprefix("file://")).absolute())
+    scheme, rest = text.split("://", 1)
+    bucket = rest.split("/", 1)[0]
+    return _filesystem(f"{scheme}://{bucket}"), rest.rstrip("/")
+
+
+def join(base: StrPath, *names: str) -> str:
+    """`base/name/…` for a URI or a local path."""
+    if is_uri(base):
+        return posixpath.join(str(base).rstrip("/"), *names)
+    return str(Path(base, *names))
+
+
+def name(path: StrPath) -> str:
+    return posixpath.basename(str(path).rstrip("/"))
+
+
+def parent(path: StrPath) -> str:
+    if is_uri(path):
+        return posixpath.dirname(str(path).rstrip("/"))
+    return str(Path(path).parent)
+
+
+def absolute(path: StrPath) -> str:
+    """A URI as is; a local path made absolute (what a Ray task on another process needs)."""
+    return str(path) if is_uri(path) else str(Path(path).resolve())
+
+
+def _type(path: StrPath) -> pafs.FileType:
+    fs, inner = resolve(path)
+    return fs.get_file_info(inner).type
+
+
+def exists(path: StrPath) -> bool:
+    return _type(path) != pafs.FileType.NotFound
+
+
+def is_file(path: StrPath) -> bool:
+    return _type(path) == pafs.FileType.File
+
+
+def is_dir(path: StrPath) -> bool:
+    """A directory, or a prefix with objects under it in object storage."""
+    return _type(path) == pafs.FileType.Directory
+
+
+def makedirs(path: StrPath) -> None:
+    """Create a local directory (and parents); object storage needs none."""
+    if not is_uri(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # as join(directory, relative) gives it
+    relative: str  # below the listed directory, "/"-separated
+    size: int  # bytes
+    mtime: float  # seconds since the epoch (object storage: 1 s resolution)
+
+
+def list_files(directory: StrPath, pattern: str = "*", recursive: bool = False) -> list[Entry]:
+    """Files under `directory` whose relative path matches the glob `pattern`, sorted by it.
+    A directory that does not exist lists as empty."""
+    fs, inner = resolve(directory)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=recursive))
+    except FileNotFoundError:
+        return []
+    out = []
+    for info in infos:
+        relative = info.path[len(inner) :].lstrip("/")
+        if info.type == pafs.FileType.File and fnmatch.fnmatchcase(relative, pattern):
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            out.append(Entry(join(directory, *relative.split("/")), relative, info.size or 0, mtime))
+    return sorted(out, key=lambda e: e.relative)
+
+
+def read_bytes(path: StrPath) -> bytes:
+    """The whole file; FileNotFoundError when it is not there."""
+    fs, inner = resolve(path)
+    with fs.open_input_stream(inner) as f:
+        return f.read()
+
+
+def read_text(path: StrPath) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def write_bytes(path: StrPath, data: bytes) -> str:
+    """Write the file whole or not at all: a local file through a temp file and a rename; an
+    object-store upload is atomic by itself. Parent directories are created."""
+    fs, inner = resolve(path)
+    if is_uri(path):
+        with fs.open_output_stream(inner) as f:
+            f.write(data)
+        return str(path)
+    target = Path(inner)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return str(path)
+
+
+def write_text(path: StrPath, text: str) -> str:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def append_text(path: StrPath, text: str) -> None:
+    """Append to a small file (object storage has no append: the file is rewritten)."""
+    if not is_uri(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(text)
+        return
+    old = read_text(path) if exists(path) else ""
+    write_text(path, old + text)
+
+
+@contextlib.contextmanager
+def open_input(path: StrPath) -> Iterator[io.BufferedIOBase]:
+    """A readable binary file object (for pandas, csv and torch readers)."""
+    fs, inner = resolve(path)
+    with fs.open_input_file(inner) as f:
+        yield f
+
+
+def delete_file(path: StrPath) -> None:
+    """Delete a file; nothing when it is not there."""
+    fs, inner = resolve(path)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(inner)
+
+
+def delete_dir(path: StrPath) -> None:
+    """Delete a directory and everything under it; nothing when it is not there."""
+    fs, inner = resolve(path)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_dir(inner)
+
+
+def copy_file(src: StrPath, dst: StrPath) -> str:
+    return write_bytes(dst, read_bytes(src))
+
+
+def upload_dir(local_dir: StrPath, dst: StrPath) -> None:
+    """Copy a local directory's files to dst (any filesystem), replacing files of the same name."""
+    fs, inner = resolve(dst)
+    if not is_uri(dst):
+        Path(inner).mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(str(Path(local_dir).absolute()), inner, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)  # fmt: skip
