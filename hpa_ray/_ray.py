@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 
 # No usage-stats upload, no PyPI version check by albumentations: this often runs offline.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+_GCS_PORT = "RAY_GCS_SERVER_PORT"  # read by a starting local Ray
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -21,8 +23,24 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+        return
+    # Ray's own actors find their cluster by RAY_ADDRESS or by looking for running GCS processes;
+    # with a second Ray on the machine the lookup fails (Ray Train's placement-group cleaner then
+    # dies, and a trial stopped by ASHA keeps its CPUs: the next training waits forever). So the
+    # GCS gets a known port and this job's workers get its address.
+    port = _free_port()
+    os.environ[_GCS_PORT] = str(port)
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}})  # fmt: skip
+    finally:
+        os.environ.pop(_GCS_PORT, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cluster_resources() -> dict[str, float]:
