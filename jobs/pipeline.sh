@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole pipeline, one Ray job per stage, on data under ROOT (a directory every node mounts):
-#   ROOT/train/ (images + train.csv), ROOT/test/ (images), ROOT/sample_submission.csv
-#   RAY_ADDRESS=http://127.0.0.1:8265 jobs/pipeline.sh ROOT
+# The whole pipeline, one Ray job per stage, on data under ROOT (a bucket prefix such as
+# s3://my-bucket/hpa, or a directory every node mounts):
+#   ROOT/train/ (images), ROOT/train.csv, ROOT/test/ (images), ROOT/sample_submission.csv
+#   RAY_ADDRESS=http://127.0.0.1:8265 jobs/pipeline.sh s3://my-bucket/hpa
 # Outputs: ROOT/out/{segment,folds.csv,search,runs/b2,submission.csv}. Each stage resumes or
 # can be rerun alone with its own script.
 # Ray's token authentication (its default) needs RAY_AUTH_MODE=token in the environment too.

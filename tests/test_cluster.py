@@ -27,6 +27,8 @@ def test_cluster_yaml_is_a_valid_aws_autoscaler_config():
     assert gpu["min_workers"] == 0 and gpu["max_workers"] >= 1, "GPU workers scale from zero"
     assert prepared["available_node_types"][prepared["head_node_type"]]["resources"] == {"CPU": 0}
     assert any("requirements" in c for c in prepared["setup_commands"]), "requirements on every node"
+    for worker in ("gpu_worker", "cpu_worker"):  # workers reach the S3 data: Ray gives only the head a role
+        assert "IamInstanceProfile" in prepared["available_node_types"][worker]["node_config"]
 
 
 def test_a_wrong_type_is_refused():
