@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -104,6 +105,9 @@ class _Board:
 
     def close(self) -> None:
         self.writer.close()
+        if self.local != self.target:
+            storage.upload_dir(self.local, self.target)
+            shutil.rmtree(self.local, ignore_errors=True)
 
 
 def train_loop_per_worker(config: dict) -> None:
