@@ -39,6 +39,9 @@ def main() -> None:
             done = [pd.read_parquet(p) for p in parts.glob("part-*.parquet")] if parts.exists() else []
             if done and victim in set(pd.concat(done).node):
                 removed["parts_before"] = len(done)
+                # Evidence of the spread: a part the victim committed may be rewritten later by
+                # the survivor (Ray re-runs a task whose result died with the node).
+                removed["nodes_before"] = sorted(set(pd.concat(done).node))
                 cluster.remove_node(workers[1], allow_graceful=False)
                 removed["at"] = time.time()
                 return
