@@ -13,7 +13,6 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 
@@ -32,16 +31,6 @@ def ipc_bytes(table: pa.Table) -> bytes:
 
 def read_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
-
-
-def _write_atomic(table: pa.Table, path: str) -> None:
-    storage.write_bytes(path, parquet_bytes(table))
 
 
 class CellsSink(Datasink):
@@ -67,8 +56,8 @@ class CellsSink(Datasink):
         name = f"part-{hashlib.sha1(images.encode()).hexdigest()[:20]}.parquet"
         n_cells = sum(t.num_rows for t in cells)
         if cells:
-            _write_atomic(pa.concat_tables(cells), storage.join(self.out_dir, CELLS_DIR, name))
-        _write_atomic(pa.Table.from_pylist(manifest), storage.join(self.out_dir, MANIFEST_DIR, name))
+            storage.write_parquet(storage.join(self.out_dir, CELLS_DIR, name), pa.concat_tables(cells))
+        storage.write_parquet(storage.join(self.out_dir, MANIFEST_DIR, name), pa.Table.from_pylist(manifest))
         return {"images": len(manifest), "cells": n_cells}
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import sys
 import zlib
@@ -71,7 +70,7 @@ def _image_ious(pred_masks: list[str], true_masks: list[str], height: int, width
 def read_truth(path: str | Path) -> pd.DataFrame:
     """Per-cell truth (synth's truth.parquet): TRUTH_COLUMNS, labels a NUM_CLASSES multi-hot."""
     try:
-        truth = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+        truth = storage.read_parquet(path)
     except FileNotFoundError:
         raise EvaluateError(f"truth file {path} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow's many reasons

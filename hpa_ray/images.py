@@ -41,8 +41,7 @@ class Listing:
 def read_labels_csv(path: str | Path) -> pd.DataFrame:
     """Read `ID,Label` as strings; InputError when the file is empty or lacks a column."""
     try:
-        with storage.open_input(path) as f:
-            df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        df = storage.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(f"labels file {path} does not exist") from None
     except pd.errors.EmptyDataError:

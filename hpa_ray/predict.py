@@ -212,8 +212,7 @@ class PredictResult:
 
 def _read_ids(path: str | Path) -> pd.DataFrame:
     try:
-        with storage.open_input(path) as f:
-            ids = pd.read_csv(f, dtype=str, keep_default_na=False)
+        ids = storage.read_csv(path, dtype=str, keep_default_na=False)
     except (FileNotFoundError, pd.errors.EmptyDataError):
         raise InputError(f"IDs file {path} does not exist or is empty") from None
     if "ID" not in ids.columns:

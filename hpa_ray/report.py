@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import io
 import json
 import os
 import sys
@@ -50,17 +49,10 @@ def _labels(labels_csv: str, out: Path) -> Section:
     ])  # fmt: skip
 
 
-def _parquet_dataset(path: str):
-    import pyarrow.dataset as pads
-
-    fs, inner = storage.resolve(path)
-    return pads.dataset(inner, format="parquet", filesystem=fs)
-
-
 def _rare_cells(cells_dir: str, out: Path) -> Section | None:
     from hpa_ray.schema import crops_to_numpy
 
-    dataset = _parquet_dataset(cells_dir)
+    dataset = storage.parquet_dataset(cells_dir)
     labels = dataset.to_table(columns=["labels"]).column("labels").to_pylist()
     rows = [i for i, v in enumerate(labels) if v is not None]
     if not rows:
@@ -109,10 +101,10 @@ def _read_or_none(paths: list[str] | None) -> np.ndarray | None:
 def _segmentation(segment_dir: str, out: Path) -> Section:
     import pyarrow.compute as pc
 
-    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(segment_dir, "images.parquet"))))
+    manifest = storage.read_parquet(storage.join(segment_dir, "images.parquet"))
     section = Section("Segmentation")
     shown = manifest[(manifest.status == "ok") & (manifest.n_cells > 0)].head(OUTLINED_IMAGES)
-    dataset = _parquet_dataset(storage.join(segment_dir, "cells"))
+    dataset = storage.parquet_dataset(storage.join(segment_dir, "cells"))
     paths = _input_paths(segment_dir) if len(shown) else {}
     for row in shown.itertuples():
         cells = dataset.to_table(columns=["cell_id", "mask_rle"], filter=pc.field("image_id") == row.image_id)
@@ -143,7 +135,7 @@ def _error_table(manifest: pd.DataFrame) -> str:
 def _folds(folds_csv: str, labels_csv: str | None, out: Path) -> Section:
     from hpa_ray.folds import balance_table, read_label_matrix
 
-    folds = pd.read_csv(io.StringIO(storage.read_text(folds_csv)), dtype={"image_id": str})
+    folds = storage.read_csv(folds_csv, dtype={"image_id": str})
     beside = os.path.splitext(folds_csv)[0] + "_balance.csv"
     if labels_csv is not None:
         ids, y = read_label_matrix(labels_csv)
@@ -154,7 +146,7 @@ def _folds(folds_csv: str, labels_csv: str | None, out: Path) -> Section:
         n_folds = int(folds.fold.max()) + 1
         table = balance_table(y[known], fold_of[known].astype(int).to_numpy(), n_folds)
     elif storage.exists(beside):
-        table = pd.read_csv(io.StringIO(storage.read_text(beside)))
+        table = storage.read_csv(beside)
     else:
         raise ValueError(f"the folds part needs --labels or {beside}")
     per_fold = table[[c for c in table.columns if c.startswith("fold_")]]
@@ -168,10 +160,7 @@ def _folds(folds_csv: str, labels_csv: str | None, out: Path) -> Section:
 
 def _training(run_dir: str, out: Path) -> Section | None:
     found = storage.list_files(run_dir, "fold-*/metrics.csv", recursive=True)
-    metrics = {
-        int(e.relative.split("/")[0].removeprefix("fold-")): pd.read_csv(io.StringIO(storage.read_text(e.path)))
-        for e in found
-    }
+    metrics = {int(e.relative.split("/")[0].removeprefix("fold-")): storage.read_csv(e.path) for e in found}
     if not metrics:
         return None
     best = {f"fold {k}": t.loc[t.val_map.idxmax(), [f"ap_{c}" for c in range(NUM_CLASSES)]].to_numpy(float)

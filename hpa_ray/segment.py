@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import io
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hpa_ray import _ray, storage
-from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes, parquet_bytes
+from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes
 from hpa_ray.backends import build_backend, build_postprocess, build_preprocess, wants_gpu
 from hpa_ray.cells import cut_cells, upsample_labels
 from hpa_ray.config import ConfigError, SegmentConfig, load_config, write_resolved
@@ -294,7 +293,7 @@ def read_manifest_parts(out_dir: str | Path) -> pd.DataFrame:
         return pd.DataFrame(columns=list(MANIFEST_COLUMNS))
     # Threads: on object storage each part is a request (~1,400 parts for the 21,806 training images).
     with ThreadPoolExecutor(8) as pool:
-        tables = list(pool.map(lambda e: pd.read_parquet(io.BytesIO(storage.read_bytes(e.path))), parts))
+        tables = list(pool.map(lambda e: storage.read_parquet(e.path), parts))
     return pd.concat(tables, ignore_index=True)
 
 
@@ -306,7 +305,7 @@ def _finalize_manifest(out_dir: str) -> pd.DataFrame:
     rows = rows.reset_index().sort_values(["_ok", "index"]).drop_duplicates("image_id", keep="last")
     manifest = rows.sort_values("image_id")[list(MANIFEST_COLUMNS)].reset_index(drop=True)
     table = pa.Table.from_pandas(manifest, preserve_index=False)
-    storage.write_bytes(storage.join(out_dir, "images.parquet"), parquet_bytes(table))
+    storage.write_parquet(storage.join(out_dir, "images.parquet"), table)
     return manifest
 
 
@@ -326,7 +325,7 @@ def _write_refused(out_dir: str, refused: list[dict]) -> None:
             for r in refused
         ]
         part = storage.join(out_dir, MANIFEST_DIR, f"part-listing-{time.time_ns()}.parquet")
-        storage.write_bytes(part, parquet_bytes(pa.Table.from_pylist(rows)))
+        storage.write_parquet(part, pa.Table.from_pylist(rows))
 
 
 def run_segment(

@@ -19,7 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 StrPath = str | os.PathLike
 
@@ -165,6 +168,32 @@ def open_input(path: StrPath) -> Iterator[io.BufferedIOBase]:
     fs, inner = resolve(path)
     with fs.open_input_file(inner) as f:
         yield f
+
+
+def read_csv(path: StrPath, **kwargs) -> pd.DataFrame:
+    """pandas.read_csv of a local or object-storage file; FileNotFoundError when it is not there."""
+    with open_input(path) as f:
+        return pd.read_csv(f, **kwargs)
+
+
+def read_parquet(path: StrPath, **kwargs) -> pd.DataFrame:
+    """One Parquet file as a DataFrame; FileNotFoundError when it is not there."""
+    return pd.read_parquet(io.BytesIO(read_bytes(path)), **kwargs)
+
+
+def write_parquet(path: StrPath, table: pa.Table) -> str:
+    """Write a zstd Parquet file whole or not at all (see write_bytes)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def parquet_dataset(path: StrPath):
+    """A pyarrow Dataset over a Parquet file or directory (nothing is read yet)."""
+    import pyarrow.dataset as pads
+
+    fs, inner = resolve(path)
+    return pads.dataset(inner, format="parquet", filesystem=fs)
 
 
 def delete_file(path: StrPath) -> None:

@@ -28,8 +28,7 @@ class DataError(ValueError):
 
 def read_folds(path: str | Path) -> pd.DataFrame:
     try:
-        with storage.open_input(path) as f:
-            folds = pd.read_csv(f, dtype={"image_id": str})
+        folds = storage.read_csv(path, dtype={"image_id": str})
     except FileNotFoundError:
         raise DataError(f"folds file {path} does not exist") from None
     if not {"image_id", "fold"} <= set(folds.columns):
@@ -91,10 +90,7 @@ def _select(table: pa.Table, image_ids: pa.Array) -> pa.Table:
 
 def crops_bytes(cells_dir: str) -> int:
     """Bytes of every crop under cells_dir, from the Parquet metadata (nothing is read)."""
-    import pyarrow.dataset as pads
-
-    fs, inner = storage.resolve(cells_dir)
-    dataset = pads.dataset(inner, format="parquet", filesystem=fs)
+    dataset = storage.parquet_dataset(cells_dir)
     return dataset.count_rows() * dataset.schema.field("crop").type.byte_width
 
 
