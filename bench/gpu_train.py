@@ -67,6 +67,8 @@ def bare_step_rate(cfg: TrainConfig, size: int, device: torch.device, steps: int
     if amp:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if cfg.compile:
+        model = torch.compile(model)  # compiled in the warm-up steps, as in fit_fold's first epoch
     mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1)
     std = torch.tensor(STD, device=device).view(1, -1, 1, 1)
     crops = torch.randint(0, 255, (cfg.batch_size, len(CHANNELS), size, size), dtype=torch.uint8, device=device)

@@ -58,6 +58,7 @@ class TrainConfig(_Section):
     cpus_per_worker: float = Field(1.0, gt=0)  # CPUs per Ray Train worker
     gpus_per_worker: float = Field(1.0, ge=0)  # GPUs per worker when use_gpu
     mixed_precision: bool | Literal["auto"] = "auto"  # bf16 autocast + channels-last; auto: on CUDA
+    compile: bool = False  # torch.compile the model (GPU: faster steps after a first slow one)
     threads_per_worker: int = Field(1, ge=1)  # torch CPU threads per worker (one per CPU)
     seed: int = 0  # model initialisation and data order
     max_failures: int = Field(2, ge=0)  # worker-group restarts (from the last checkpoint)

@@ -19,6 +19,7 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 
+from hpa_ray import _ray
 from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig, SynthConfig, TrainConfig, TuneConfig
 from hpa_ray.evaluate import evaluate, read_truth
 from hpa_ray.folds import make_folds, read_label_matrix
@@ -56,6 +57,14 @@ SIZES = {
 def _step(name: str) -> float:
     print(f"\n== {name}", flush=True)
     return time.perf_counter()
+
+
+def _gpu_share(folds: int) -> float:
+    """GPUs per fold's worker: on a machine with fewer GPUs than folds the folds share them
+    (the demo's small crops leave a GPU mostly idle); 1 where each fold can have its own."""
+    _ray.init_ray()
+    gpus = _ray.cluster_resources().get("GPU", 0)
+    return min(1.0, gpus / folds) if gpus else 1.0
 
 
 def _folds(labels_csv: Path, out: Path, n_folds: int, seed: int) -> Path:
@@ -121,7 +130,7 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | N
     _step(f"folds: {size.folds}, over images")
     outputs["folds"] = _folds(outputs["train_data"] / "labels.csv", out / "folds.csv", size.folds, seed)
     base = TrainConfig(model=size.model, epochs=size.epochs, batch_size=32, cpus_per_worker=0.5,
-                       patience=size.epochs, seed=seed)  # fmt: skip
+                       gpus_per_worker=_gpu_share(size.folds), patience=size.epochs, seed=seed)  # fmt: skip
     _step(f"search: {size.search_trials} trials over the learning rate, fold 0, Optuna + ASHA")
     train_cfg = _search(outputs, out, size, base)
     _step(f"train {size.folds} folds in parallel: {size.model}, {size.epochs} epochs, lr {train_cfg.lr:.2g}")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from hpa_ray import _ray, storage
 from hpa_ray._sink import read_ipc
+from hpa_ray.backends import wants_gpu
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
 from hpa_ray.images import InputError, list_images
 from hpa_ray.model import ModelError
@@ -177,12 +178,21 @@ def _use_gpu(cfg: PredictConfig) -> bool:
     return bool(cfg.use_gpu)
 
 
+def _share_gpus(segment: SegmentConfig, cfg: PredictConfig) -> SegmentConfig:
+    """GPU segmentation actors beside GPU classifier actors: each segmentation actor takes what
+    a classifier leaves of a GPU (a whole GPU each would leave one-GPU machines waiting forever)."""
+    if not (wants_gpu(segment) and _use_gpu(cfg)):
+        return segment
+    share = min(segment.actor_num_gpus, max(0.01, 1.0 - cfg.actor_num_gpus))
+    return segment.model_copy(update={"actor_num_gpus": share})
+
+
 def build_predict_dataset(jobs: list[dict], run: RunModels, cfg: PredictConfig):
     """Segmentation pipeline (hpa_ray.segment.build_dataset) + classification, lazily."""
     import ray
 
     run_json = json.dumps({"paths": list(run.paths), "train": run.train.model_dump(mode="json")})
-    ds = build_dataset(jobs, run.segment)
+    ds = build_dataset(jobs, _share_gpus(run.segment, cfg))
     if not _use_gpu(cfg):
         # Fuses with the segmentation tasks (crops never leave the worker), a block at a time:
         # a batch size would coalesce blocks into fewer, longer tasks (measured: 4 images in one).

@@ -51,10 +51,10 @@ def _gather(array: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _batches(shard, cfg: TrainConfig, device):
+def _batches(shard, cfg: TrainConfig, device, drop_last: bool = False):
     import torch
 
-    return shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
+    return shard.iter_torch_batches(batch_size=cfg.batch_size, device=device, drop_last=drop_last,
                                     dtypes={"crop": torch.uint8, "labels": torch.float32})  # fmt: skip
 
 
@@ -131,6 +131,8 @@ def train_loop_per_worker(config: dict) -> None:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
+    if cfg.compile:
+        model = torch.compile(model)  # shares bare's parameters; evaluation runs uncompiled
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     state = {"epoch": -1, "best_map": -1.0, "since_best": 0}
@@ -154,7 +156,8 @@ def train_loop_per_worker(config: dict) -> None:
             _inject_failure(cfg, epoch, fold_dir)
         model.train()
         losses, seen, started = [], 0, time.perf_counter()
-        for batch in _batches(ray.train.get_dataset_shard("train"), cfg, device):
+        # Compiled: a last, smaller batch would compile the model a second time.
+        for batch in _batches(ray.train.get_dataset_shard("train"), cfg, device, drop_last=cfg.compile):
             x = normalise(batch["crop"], mean, std)
             if amp:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -167,7 +170,7 @@ def train_loop_per_worker(config: dict) -> None:
             seen += len(batch["crop"])
         train_seconds = time.perf_counter() - started
         scheduler.step()
-        val_loss, scores, labels = _evaluate(model, ray.train.get_dataset_shard("val"), cfg, device, amp, mean, std)
+        val_loss, scores, labels = _evaluate(bare, ray.train.get_dataset_shard("val"), cfg, device, amp, mean, std)
         ap = per_class_ap(labels, scores)
         val_map = float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
         if val_map > state["best_map"]:

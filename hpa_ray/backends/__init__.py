@@ -59,5 +59,14 @@ def build_postprocess(cfg: SegmentConfig) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def wants_gpu(cfg: SegmentConfig) -> bool:
-    """Whether the backend's actors should ask Ray for GPUs."""
-    return cfg.backend == "hpa" and cfg.hpa.device != "cpu"
+    """Whether the backend's actors should ask Ray for GPUs: `hpa` on `cuda`, or on `auto` when
+    the cluster has GPUs (asking a cluster without any would wait forever)."""
+    if cfg.backend != "hpa" or cfg.hpa.device == "cpu":
+        return False
+    return cfg.hpa.device == "cuda" or _cluster_gpus() > 0
+
+
+def _cluster_gpus() -> float:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0

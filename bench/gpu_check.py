@@ -1,0 +1,429 @@
+"""The GPU path end to end, in one command: tests, segmentation, training, prediction, the demo.
+
+    python bench/gpu_check.py OUT_DIR [--size full|tiny] [--budget SECONDS] [--steps a,b,...]
+
+Each step runs in its own process (its own embedded Ray), after the ones before it even if they
+failed, under its own time limit and the whole run's budget; OUT_DIR gets `gpu_check.json`
+(every step's `status` ok|error|timeout|skipped, `seconds`, `error`, GPU and CPU utilisation
+sampled while it ran, and its `result`) and `gpu_check.log` (every step's output). Steps:
+
+1. `pytest_gpu`: `pytest -m gpu tests/test_gpu.py` (CUDA inference = CPU inference).
+2. `segment`: `run_segment`, `hpa` backend on GPU actors over generated images, stand-in U-Nets
+   as costly as HPA's (timm's DPN-92 encoder where timm imports, else the small stand-in),
+   loaded through the same pickle path; the stage's images/s beside the actor's bare `infer` and
+   the CPU steps per image.
+3. `train`: `fit_fold` (Ray Train + Ray Data) vs the bare training step on the same device,
+   model, batch and precision (bench/gpu_train.py); the end-to-end / bare ratio (goal >= 0.9).
+4. `predict`: `run_predict` with GPU segmentation and GPU classifier actors: images/s.
+5. `demo`: `python -m hpa_ray demo --model efficientnet-b2` (tiny: `--quick --model tiny`):
+   mAP and wall time.
+6. `train_compile`: step 3 with `compile: true` (torch.compile).
+
+`--size tiny` runs the same code at sizes a 2-core CPU machine manages in minutes (CI checks
+that every field is written); timings from it mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+STEPS = ("pytest_gpu", "segment", "train", "predict", "demo", "train_compile")
+
+
+@dataclass(frozen=True)
+class Size:
+    images: int  # generated images for segment and predict
+    image_size: int  # their side in px
+    seg_batch: int  # images per segmentation actor call
+    encoder: str | None  # the stand-in U-Nets' encoder (None: the small stand-in)
+    model: str  # classifier for train and predict
+    cells: int  # training crops
+    crop: int  # crop side
+    batch: int  # training batch
+    epochs: int  # training epochs (the first is left out of the end-to-end rate)
+    folds: int  # predict's ensemble
+    limits: dict  # seconds per step
+
+
+SIZES = {
+    "full": Size(64, 2048, 8, "dpn92", "efficientnet-b2", 8192, 260, 128, 3, 3,
+                 {"pytest_gpu": 45, "segment": 90, "train": 100, "predict": 70, "demo": 240, "train_compile": 150}),
+    "tiny": Size(4, 512, 2, None, "tiny", 256, 32, 32, 2, 2,
+                 {"pytest_gpu": 120, "segment": 150, "train": 150, "predict": 150, "demo": 400, "train_compile": 300}),
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------- the steps (run in a child process)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def step_pytest_gpu(size: Size, work: Path) -> dict:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                          "tests/test_gpu.py"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    print(out.stdout[-5000:], out.stderr[-5000:])
+    summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    if out.returncode not in (0, 5):  # 5: nothing collected
+        raise RuntimeError(f"pytest -m gpu failed: {summary}")
+    return {"summary": summary, "cuda": _cuda()}
+
+
+def _standins(work: Path, encoder: str | None) -> tuple[str, str, str]:
+    from hpa_ray.backends._standin import save_standin, timm_available
+
+    encoder = encoder if encoder and timm_available() else None
+    kwargs = {"encoder": encoder} if encoder else {"width": 16}
+    nuclei = save_standin(str(work / "nuclei_standin.pth"), **kwargs)
+    cell = save_standin(str(work / "cell_standin.pth"), **kwargs)
+    return nuclei, cell, encoder or "small (no timm here)"
+
+
+def _images(work: Path, size: Size) -> Path:
+    from hpa_ray.config import SynthConfig
+    from hpa_ray.synth import generate
+
+    data = work / "images_data"
+    if not (data / "labels.csv").exists():
+        generate(data, size.images, seed=0, cfg=SynthConfig(size=size.image_size))
+    return data
+
+
+def _segment_config(work: Path, size: Size, crop: int):
+    from hpa_ray.config import HpaConfig, SegmentConfig
+
+    nuclei, cell, encoder = _standins(work, size.encoder)
+    hpa = HpaConfig(nuclei_model=nuclei, cell_model=cell, device="auto")
+    return SegmentConfig(backend="hpa", hpa=hpa, batch_size=size.seg_batch, crop_size=crop), encoder
+
+
+def _bare_infer_rate(cfg, inputs: list) -> float:
+    from hpa_ray.backends import build_backend
+
+    backend = build_backend(cfg)
+    backend.infer(inputs[: cfg.batch_size])  # warm-up: CUDA context, kernels
+    _sync()
+    start = time.perf_counter()
+    for i in range(0, len(inputs), cfg.batch_size):
+        backend.infer(inputs[i : i + cfg.batch_size])
+    _sync()
+    return len(inputs) / (time.perf_counter() - start)
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _cpu_steps(cfg, paths: list[list[str]]) -> tuple[dict, list]:
+    """Seconds per image of the CPU steps, one core: decode, prepare, post-process, cut."""
+    import cv2
+
+    from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
+    from hpa_ray.cells import cut_cells, upsample_labels
+    from hpa_ray.images import read_image
+
+    cv2.setNumThreads(1)
+    prep, post, backend = build_preprocess(cfg), build_postprocess(cfg), build_backend(cfg)
+    t = dict.fromkeys(("decode", "prepare", "postprocess", "cut"), 0.0)
+    inputs = []
+    for image_paths in paths:
+        a = time.perf_counter()
+        image = read_image(image_paths)
+        b = time.perf_counter()
+        inputs.append(prep(image))
+        c = time.perf_counter()
+        raw = backend.infer([inputs[-1]])[0]
+        d = time.perf_counter()
+        labels = post(raw)
+        e = time.perf_counter()
+        cut_cells(image, upsample_labels(labels, *image.shape[1:]), cfg.crop_size)
+        f = time.perf_counter()
+        for key, seconds in zip(t, (b - a, c - b, e - d, f - e)):
+            t[key] += seconds
+    return {k: v / len(paths) for k, v in t.items()}, inputs
+
+
+def step_segment(size: Size, work: Path) -> dict:
+    from hpa_ray import _ray
+    from hpa_ray.images import list_images
+    from hpa_ray.segment import run_segment
+
+    data = _images(work, size)
+    cfg, encoder = _segment_config(work, size, crop=260 if size.image_size >= 1024 else 64)
+    start = time.perf_counter()
+    _ray.init_ray()
+    ray_start = time.perf_counter() - start
+    cold = run_segment(data / "images", work / "segment_cold", cfg, data / "labels.csv")
+    warm = run_segment(data / "images", work / "segment_warm", cfg, data / "labels.csv")
+    cpus = _ray.cluster_resources().get("CPU", 1)
+    jobs = list_images(data / "images").jobs
+    per_image, inputs = _cpu_steps(cfg, [j["paths"] for j in jobs[: min(8, len(jobs))]])
+    inputs = (inputs * -(-len(jobs) // len(inputs)))[: len(jobs)]
+    infer = _bare_infer_rate(cfg, inputs)
+    cpu_seconds = sum(per_image.values())
+    cpu_bound = cpus / cpu_seconds
+    stage = warm.processed / warm.seconds
+    return {
+        "encoder": encoder, "images": warm.processed, "image_size": size.image_size, "cells": warm.cells,
+        "failed": int(len(warm.failed)), "ray_start_s": ray_start,
+        "stage_images_per_s_cold": cold.processed / cold.seconds, "stage_images_per_s": stage,
+        "bare_infer_images_per_s": infer, "cpu_steps_s_per_image_one_core": per_image,
+        "cpus": cpus, "cpu_bound_images_per_s": cpu_bound,
+        "cpu_share_of_stage_time": min(1.0, stage / cpu_bound),
+        "limited_by": "gpu inference" if infer < cpu_bound else "cpu steps (decode, post-process, cut)",
+        "stage_vs_bound": stage / min(infer, cpu_bound),
+    }  # fmt: skip
+
+
+def _train_rates(size: Size, work: Path, compile_model: bool) -> dict:
+    import gpu_train
+    import pandas as pd
+    import torch
+
+    from hpa_ray import _ray
+    from hpa_ray.config import TrainConfig
+    from hpa_ray.train import fit_fold
+
+    gpu = _cuda()
+    device = torch.device("cuda" if gpu else "cpu")
+    cfg = TrainConfig(model=size.model, batch_size=size.batch, epochs=size.epochs, patience=size.epochs,
+                      use_gpu=gpu, cpus_per_worker=4.0 if gpu else 0.5, compile=compile_model)  # fmt: skip
+    start = time.perf_counter()
+    bare = gpu_train.bare_step_rate(cfg, size.crop, device)
+    bare_s = time.perf_counter() - start
+    cells_root = work / ("cells_train" if not compile_model else "cells_compile")
+    if not (cells_root / "folds.csv").exists():
+        gpu_train.write_cells(cells_root, size.cells, size.crop)
+    run = work / ("run_compile" if compile_model else "run_train")
+    shutil.rmtree(run, ignore_errors=True)
+    _ray.init_ray()
+    start = time.perf_counter()
+    fit_fold(cells_root / "cells", cells_root / "folds.csv", 0, run, cfg)
+    rates = pd.read_csv(run / "fold-0" / "metrics.csv").train_images_per_s.tolist()
+    end_to_end = max(rates[1:]) if len(rates) > 1 else rates[0]
+    ratio = end_to_end / bare
+    return {
+        "model": size.model, "batch": size.batch, "crop": size.crop, "cells": size.cells, "compile": compile_model,
+        "precision": "bf16 + channels-last" if gpu else "fp32", "bare_step_images_per_s": bare,
+        "bare_measure_s": bare_s, "end_to_end_images_per_s_per_epoch": rates, "end_to_end_images_per_s": end_to_end,
+        "fit_fold_s": time.perf_counter() - start, "ratio": ratio, "goal": 0.9,
+        "limited_by": "gpu (model step)" if ratio >= 0.9 else "input pipeline or per-step overhead",
+    }  # fmt: skip
+
+
+def step_train(size: Size, work: Path) -> dict:
+    return _train_rates(size, work, compile_model=False)
+
+
+def step_train_compile(size: Size, work: Path) -> dict:
+    return _train_rates(size, work, compile_model=True)
+
+
+def _make_run(work: Path, size: Size, seg_cfg) -> Path:
+    import torch
+
+    from hpa_ray.config import TrainConfig, write_resolved
+    from hpa_ray.model import build_model
+
+    run = work / "predict_run"
+    for k in range(size.folds):
+        cfg = TrainConfig(model=size.model, seed=k)
+        (run / f"fold-{k}" / "best").mkdir(parents=True, exist_ok=True)
+        torch.save(build_model(cfg).state_dict(), run / f"fold-{k}" / "best" / "model.pt")
+        write_resolved(cfg, run / f"fold-{k}" / "config.yaml")
+    write_resolved(seg_cfg, run / "segment_config.yaml")
+    return run
+
+
+def step_predict(size: Size, work: Path) -> dict:
+    from hpa_ray import _ray
+    from hpa_ray.config import PredictConfig
+    from hpa_ray.predict import run_predict
+
+    data = _images(work, size)
+    seg_cfg, encoder = _segment_config(work, size, crop=260 if size.image_size >= 1024 else 32)
+    run = _make_run(work, size, seg_cfg)
+    cfg = PredictConfig(images_per_batch=8, batch_size=256)
+    _ray.init_ray()
+    cold = run_predict(data / "images", run, work / "submission_cold.csv", cfg)
+    warm = run_predict(data / "images", run, work / "submission.csv", cfg)
+    n = len(warm.images)
+    return {
+        "encoder": encoder, "model": size.model, "folds": size.folds, "tta": cfg.tta, "images": n,
+        "image_size": size.image_size, "cells": int(warm.images.n_cells.sum()), "failed": int(len(warm.failed)),
+        "gpu_classifier": _ray.cluster_resources().get("GPU", 0) > 0,
+        "images_per_s_cold": n / cold.seconds, "images_per_s": n / warm.seconds,
+    }  # fmt: skip
+
+
+def step_demo(size: Size, work: Path) -> dict:
+    from hpa_ray.demo import run_demo
+
+    quick = size.image_size < 1024
+    model = "efficientnet-b2" if _cuda() else "tiny"
+    start = time.perf_counter()
+    outputs = run_demo(work / "demo", seed=0, quick=quick, model=model)
+    seconds = time.perf_counter() - start
+    scores = json.loads(Path(outputs["evaluation"]).read_text())
+    per_class = scores.get("per_class_ap", {})
+    return {"model": model, "quick": quick, "wall_s": seconds, "mAP": scores["mAP"],
+            "prior_mAP": scores["prior_mAP"], "per_class_ap": per_class}  # fmt: skip
+
+
+def run_step(name: str, size_name: str, work: Path, result_path: Path) -> int:
+    """In the child process: run one step and write its result (or its error) as JSON."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        if os.environ.get("GPU_CHECK_FAIL_STEP") == name:  # the CPU test of a failing step
+            raise RuntimeError(f"failed on purpose (GPU_CHECK_FAIL_STEP={name})")
+        result = {"status": "ok", "result": globals()[f"step_{name}"](SIZES[size_name], work)}
+    except Exception as exc:  # noqa: BLE001 - recorded, and the next step runs
+        traceback.print_exc()
+        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    result_path.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class Sampler(threading.Thread):
+    """GPU utilisation and memory (nvidia-smi) and CPU utilisation (psutil), every 0.5 s."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.gpu, self.mem, self.cpu = [], [], []
+        self.stop = threading.Event()
+        self.smi = shutil.which("nvidia-smi")
+
+    def run(self) -> None:
+        import psutil
+
+        psutil.cpu_percent()
+        while not self.stop.wait(0.5):
+            self.cpu.append(psutil.cpu_percent())
+            if self.smi:
+                try:
+                    line = subprocess.run([self.smi, "--query-gpu=utilization.gpu,memory.used",
+                                           "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                          timeout=5).stdout.splitlines()[0]  # fmt: skip
+                    util, mem = (float(v) for v in line.split(","))
+                    self.gpu.append(util)
+                    self.mem.append(mem)
+                except (subprocess.SubprocessError, ValueError, IndexError):
+                    pass
+
+    def summary(self) -> dict:
+        def mean(xs):
+            return round(sum(xs) / len(xs), 1) if xs else None
+
+        return {"gpu_util_mean": mean(self.gpu), "gpu_util_max": max(self.gpu, default=None),
+                "gpu_mem_max_mib": max(self.mem, default=None), "cpu_util_mean": mean(self.cpu)}  # fmt: skip
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available()}  # fmt: skip
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    try:
+        import ray
+
+        info["ray"] = ray.__version__
+    except ImportError:
+        info["ray"] = None
+    return info
+
+
+def _child(name: str, args, work: Path, log) -> dict:
+    result_path = work / f"{name}.result.json"
+    result_path.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--run-step", name, "--size", args.size, "--work", str(work),
+           "--result", str(result_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        proc.wait(timeout=args.limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        return {"status": "timeout", "error": f"stopped after {args.limit:.0f} s"}
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    return {"status": "error", "error": f"the step's process ended with status {proc.returncode} and no result"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", help="directory for gpu_check.json and gpu_check.log")
+    parser.add_argument("--size", choices=SIZES, default="full")
+    parser.add_argument("--budget", type=float, default=540, help="seconds for all steps together")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {','.join(STEPS)}")
+    parser.add_argument("--work", help="scratch directory (default OUT/work, removed at the end)")
+    parser.add_argument("--run-step", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_step:
+        return run_step(args.run_step, args.size, Path(args.work), Path(args.result))
+    if not args.out:
+        parser.error("OUT directory is required")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work) if args.work else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    size = SIZES[args.size]
+    report = {"size": args.size, "machine": machine(), "size_config": size.__dict__, "steps": {}}
+    deadline = time.monotonic() + args.budget
+    wanted = args.steps.split(",")
+    with open(out / "gpu_check.log", "w") as log:
+        for name in STEPS:
+            left = deadline - time.monotonic()
+            if name not in wanted or left < 15:
+                why = "not asked for" if name not in wanted else "no time left in the budget"
+                report["steps"][name] = {"status": "skipped", "error": why}
+                continue
+            args.limit = min(size.limits[name], left)
+            print(f"== {name} (at most {args.limit:.0f} s)", flush=True)
+            log.write(f"\n\n===== {name}\n")
+            log.flush()
+            sampler = Sampler()
+            sampler.start()
+            start = time.perf_counter()
+            entry = _child(name, args, work, log)
+            sampler.stop.set()
+            sampler.join()
+            entry.update(seconds=round(time.perf_counter() - start, 1), **sampler.summary())
+            report["steps"][name] = entry
+            print(f"   {entry['status']} in {entry['seconds']} s {entry.get('error', '')}", flush=True)
+            (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"results: {out / 'gpu_check.json'}, log: {out / 'gpu_check.log'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

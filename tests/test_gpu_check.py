@@ -1,0 +1,60 @@
+"""bench/gpu_check.py at tiny sizes on the CPU: every step runs and writes every field.
+
+Timings from a 2-core CPU mean nothing; what is checked is that the script a GPU machine runs
+in one go (bench/README.md) works and reports what docs/benchmarks.md records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UTILISATION = ("gpu_util_mean", "gpu_util_max", "gpu_mem_max_mib", "cpu_util_mean")
+FIELDS = {
+    "pytest_gpu": ("summary", "cuda"),
+    "segment": ("encoder", "images", "cells", "stage_images_per_s", "bare_infer_images_per_s",
+                "cpu_steps_s_per_image_one_core", "cpu_bound_images_per_s", "limited_by"),
+    "train": ("bare_step_images_per_s", "end_to_end_images_per_s_per_epoch", "end_to_end_images_per_s", "ratio",
+              "limited_by"),
+    "predict": ("images", "cells", "images_per_s", "images_per_s_cold", "gpu_classifier"),
+    "demo": ("model", "wall_s", "mAP", "prior_mAP", "per_class_ap"),
+    "train_compile": ("bare_step_images_per_s", "end_to_end_images_per_s", "ratio", "compile"),
+}  # fmt: skip
+
+
+def _run(out: Path, *args: str, env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", str(out), "--size", "tiny", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1500, env={**os.environ, **(env or {})})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "gpu_check.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_step_writes_every_field(tmp_path):
+    report = _run(tmp_path / "out", "--budget", "1400")
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["ray"]
+    for step, fields in FIELDS.items():
+        entry = report["steps"][step]
+        assert entry["status"] == "ok", (step, entry.get("error"))
+        assert entry["seconds"] > 0 and all(key in entry for key in UTILISATION)
+        assert all(key in entry["result"] for key in fields), (step, sorted(entry["result"]))
+    assert report["steps"]["segment"]["result"]["cells"] > 0
+    assert report["steps"]["predict"]["result"]["cells"] > 0
+    assert 0 <= report["steps"]["demo"]["result"]["mAP"] <= 1
+    assert report["steps"]["train_compile"]["result"]["compile"] is True
+    assert (tmp_path / "out" / "gpu_check.log").stat().st_size > 0
+    assert not (tmp_path / "out" / "work").exists(), "scratch data is removed"
+
+
+def test_a_failed_step_is_recorded_and_the_next_runs(tmp_path):
+    report = _run(tmp_path / "out", "--steps", "pytest_gpu,segment", env={"GPU_CHECK_FAIL_STEP": "pytest_gpu"})
+    failed, after = report["steps"]["pytest_gpu"], report["steps"]["segment"]
+    assert failed["status"] == "error" and "GPU_CHECK_FAIL_STEP" in failed["error"]
+    assert after["status"] == "ok" and after["result"]["images"] == 4
+    assert report["steps"]["train"] == {"status": "skipped", "error": "not asked for"}
