@@ -60,13 +60,25 @@ class Size:
 
 SIZES = {
     "full": Size(64, 2048, 8, "dpn92", "efficientnet-b2", 8192, 260, 128, 3, 3,
-                 {"pytest_gpu": 45, "segment": 90, "train": 100, "predict": 70, "demo": 240, "train_compile": 150}),
+                 {"pytest_gpu": 45, "segment": 90, "train": 170, "predict": 90, "demo": 240, "train_compile": 170}),
     "tiny": Size(4, 512, 2, None, "tiny", 256, 32, 32, 2, 2,
                  {"pytest_gpu": 120, "segment": 150, "train": 150, "predict": 150, "demo": 400, "train_compile": 300}),
 }  # fmt: skip
 
 
 # ---------------------------------------------------------------- the steps (run in a child process)
+
+_PARTIAL: dict = {}  # what the running step has measured so far (kept when it is stopped)
+_RESULT_PATH: Path | None = None
+_T0 = time.perf_counter()
+
+
+def note(**values) -> None:
+    """Record measurements as they come: a step stopped at its limit still reports them."""
+    _PARTIAL.update(values)
+    print(f"[{time.perf_counter() - _T0:6.1f} s] " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
+    if _RESULT_PATH is not None:
+        _RESULT_PATH.write_text(json.dumps({"status": "partial", "result": _PARTIAL}, indent=2, default=str))
 
 
 def _cuda() -> bool:
@@ -143,7 +155,7 @@ def _cpu_steps(cfg, paths: list[list[str]]) -> tuple[dict, list]:
 
     cv2.setNumThreads(1)
     prep, post, backend = build_preprocess(cfg), build_postprocess(cfg), build_backend(cfg)
-    t = dict.fromkeys(("decode", "prepare", "postprocess", "cut"), 0.0)
+    t = dict.fromkeys(("decode", "prepare", "infer_one", "postprocess", "cut"), 0.0)
     inputs = []
     for image_paths in paths:
         a = time.perf_counter()
@@ -157,9 +169,11 @@ def _cpu_steps(cfg, paths: list[list[str]]) -> tuple[dict, list]:
         e = time.perf_counter()
         cut_cells(image, upsample_labels(labels, *image.shape[1:]), cfg.crop_size)
         f = time.perf_counter()
-        for key, seconds in zip(t, (b - a, c - b, e - d, f - e)):
+        for key, seconds in zip(t, (b - a, c - b, d - c, e - d, f - e)):
             t[key] += seconds
-    return {k: v / len(paths) for k, v in t.items()}, inputs
+        note(cpu_steps_images_done=len(inputs))
+    per_image = {k: v / len(paths) for k, v in t.items()}
+    return per_image, inputs
 
 
 def step_segment(size: Size, work: Path) -> dict:
@@ -169,29 +183,27 @@ def step_segment(size: Size, work: Path) -> dict:
 
     data = _images(work, size)
     cfg, encoder = _segment_config(work, size, crop=260 if size.image_size >= 1024 else 64)
+    note(encoder=encoder, image_size=size.image_size, data_ready_s=time.perf_counter() - _T0)
     start = time.perf_counter()
     _ray.init_ray()
-    ray_start = time.perf_counter() - start
-    cold = run_segment(data / "images", work / "segment_cold", cfg, data / "labels.csv")
-    warm = run_segment(data / "images", work / "segment_warm", cfg, data / "labels.csv")
     cpus = _ray.cluster_resources().get("CPU", 1)
+    note(ray_start_s=time.perf_counter() - start, cpus=cpus)
+    stage = run_segment(data / "images", work / "segment", cfg, data / "labels.csv")
+    rate = stage.processed / stage.seconds
+    note(images=stage.processed, cells=stage.cells, failed=int(len(stage.failed)), stage_s=stage.seconds,
+         stage_images_per_s=rate)  # fmt: skip
     jobs = list_images(data / "images").jobs
     per_image, inputs = _cpu_steps(cfg, [j["paths"] for j in jobs[: min(8, len(jobs))]])
+    cpu_seconds = sum(v for k, v in per_image.items() if k != "infer_one")
+    cpu_bound = cpus / cpu_seconds
+    note(cpu_steps_s_per_image_one_core=per_image, cpu_bound_images_per_s=cpu_bound)
     inputs = (inputs * -(-len(jobs) // len(inputs)))[: len(jobs)]
     infer = _bare_infer_rate(cfg, inputs)
-    cpu_seconds = sum(per_image.values())
-    cpu_bound = cpus / cpu_seconds
-    stage = warm.processed / warm.seconds
-    return {
-        "encoder": encoder, "images": warm.processed, "image_size": size.image_size, "cells": warm.cells,
-        "failed": int(len(warm.failed)), "ray_start_s": ray_start,
-        "stage_images_per_s_cold": cold.processed / cold.seconds, "stage_images_per_s": stage,
-        "bare_infer_images_per_s": infer, "cpu_steps_s_per_image_one_core": per_image,
-        "cpus": cpus, "cpu_bound_images_per_s": cpu_bound,
-        "cpu_share_of_stage_time": min(1.0, stage / cpu_bound),
-        "limited_by": "gpu inference" if infer < cpu_bound else "cpu steps (decode, post-process, cut)",
-        "stage_vs_bound": stage / min(infer, cpu_bound),
-    }  # fmt: skip
+    note(bare_infer_images_per_s=infer, batch=cfg.batch_size,
+         cpu_share_of_stage_time=min(1.0, rate / cpu_bound),
+         limited_by="gpu inference" if infer < cpu_bound else "cpu steps (decode, post-process, cut)",
+         stage_vs_bound=rate / min(infer, cpu_bound))  # fmt: skip
+    return dict(_PARTIAL)
 
 
 def _train_rates(size: Size, work: Path, compile_model: bool) -> dict:
@@ -205,29 +217,52 @@ def _train_rates(size: Size, work: Path, compile_model: bool) -> dict:
 
     gpu = _cuda()
     device = torch.device("cuda" if gpu else "cpu")
+    note(model=size.model, batch=size.batch, crop=size.crop, cells=size.cells, compile=compile_model,
+         precision="bf16 + channels-last" if gpu else "fp32")  # fmt: skip
     cfg = TrainConfig(model=size.model, batch_size=size.batch, epochs=size.epochs, patience=size.epochs,
                       use_gpu=gpu, cpus_per_worker=4.0 if gpu else 0.5, compile=compile_model)  # fmt: skip
     start = time.perf_counter()
     bare = gpu_train.bare_step_rate(cfg, size.crop, device)
-    bare_s = time.perf_counter() - start
+    note(bare_step_images_per_s=bare, bare_measure_s=time.perf_counter() - start)
     cells_root = work / ("cells_train" if not compile_model else "cells_compile")
     if not (cells_root / "folds.csv").exists():
         gpu_train.write_cells(cells_root, size.cells, size.crop)
     run = work / ("run_compile" if compile_model else "run_train")
     shutil.rmtree(run, ignore_errors=True)
+    note(cells_written_s=time.perf_counter() - _T0)
     _ray.init_ray()
     start = time.perf_counter()
+    watcher = _EpochWatcher(run / "fold-0" / "metrics.jsonl", bare)
+    watcher.start()
     fit_fold(cells_root / "cells", cells_root / "folds.csv", 0, run, cfg)
+    watcher.stop.set()
     rates = pd.read_csv(run / "fold-0" / "metrics.csv").train_images_per_s.tolist()
+    note(**_rates_summary(rates, bare), fit_fold_s=time.perf_counter() - start, goal=0.9)
+    return dict(_PARTIAL)
+
+
+def _rates_summary(rates: list[float], bare: float) -> dict:
+    """The end-to-end rate leaves out the first epoch (kernel selection, readers starting)."""
     end_to_end = max(rates[1:]) if len(rates) > 1 else rates[0]
     ratio = end_to_end / bare
-    return {
-        "model": size.model, "batch": size.batch, "crop": size.crop, "cells": size.cells, "compile": compile_model,
-        "precision": "bf16 + channels-last" if gpu else "fp32", "bare_step_images_per_s": bare,
-        "bare_measure_s": bare_s, "end_to_end_images_per_s_per_epoch": rates, "end_to_end_images_per_s": end_to_end,
-        "fit_fold_s": time.perf_counter() - start, "ratio": ratio, "goal": 0.9,
-        "limited_by": "gpu (model step)" if ratio >= 0.9 else "input pipeline or per-step overhead",
-    }  # fmt: skip
+    return {"end_to_end_images_per_s_per_epoch": rates, "end_to_end_images_per_s": end_to_end, "ratio": ratio,
+            "limited_by": "gpu (model step)" if ratio >= 0.9 else "input pipeline or per-step overhead"}  # fmt: skip
+
+
+class _EpochWatcher(threading.Thread):
+    """Notes each epoch's rate as fit_fold reports it (a stopped step keeps the epochs it ran)."""
+
+    def __init__(self, path: Path, bare: float):
+        super().__init__(daemon=True)
+        self.path, self.bare, self.seen = path, bare, 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            lines = self.path.read_text().splitlines() if self.path.exists() else []
+            if len(lines) > self.seen:
+                self.seen = len(lines)
+                note(**_rates_summary([json.loads(x)["train_images_per_s"] for x in lines], self.bare))
 
 
 def step_train(size: Size, work: Path) -> dict:
@@ -263,16 +298,15 @@ def step_predict(size: Size, work: Path) -> dict:
     seg_cfg, encoder = _segment_config(work, size, crop=260 if size.image_size >= 1024 else 32)
     run = _make_run(work, size, seg_cfg)
     cfg = PredictConfig(images_per_batch=8, batch_size=256)
+    note(encoder=encoder, model=size.model, folds=size.folds, tta=cfg.tta, image_size=size.image_size)
     _ray.init_ray()
-    cold = run_predict(data / "images", run, work / "submission_cold.csv", cfg)
-    warm = run_predict(data / "images", run, work / "submission.csv", cfg)
-    n = len(warm.images)
-    return {
-        "encoder": encoder, "model": size.model, "folds": size.folds, "tta": cfg.tta, "images": n,
-        "image_size": size.image_size, "cells": int(warm.images.n_cells.sum()), "failed": int(len(warm.failed)),
-        "gpu_classifier": _ray.cluster_resources().get("GPU", 0) > 0,
-        "images_per_s_cold": n / cold.seconds, "images_per_s": n / warm.seconds,
-    }  # fmt: skip
+    note(gpu_classifier=_ray.cluster_resources().get("GPU", 0) > 0)
+    # One run: actors (and their models) start anew with every run, so a second is no warmer.
+    result = run_predict(data / "images", run, work / "submission.csv", cfg)
+    n = len(result.images)
+    note(images=n, cells=int(result.images.n_cells.sum()), failed=int(len(result.failed)), seconds=result.seconds,
+         images_per_s=n / result.seconds)  # fmt: skip
+    return dict(_PARTIAL)
 
 
 def step_demo(size: Size, work: Path) -> dict:
@@ -291,6 +325,8 @@ def step_demo(size: Size, work: Path) -> dict:
 
 def run_step(name: str, size_name: str, work: Path, result_path: Path) -> int:
     """In the child process: run one step and write its result (or its error) as JSON."""
+    global _RESULT_PATH
+    _RESULT_PATH = result_path
     sys.path.insert(0, str(BENCH))
     try:
         if os.environ.get("GPU_CHECK_FAIL_STEP") == name:  # the CPU test of a failing step
@@ -298,7 +334,7 @@ def run_step(name: str, size_name: str, work: Path, result_path: Path) -> int:
         result = {"status": "ok", "result": globals()[f"step_{name}"](SIZES[size_name], work)}
     except Exception as exc:  # noqa: BLE001 - recorded, and the next step runs
         traceback.print_exc()
-        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
+        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000], "result": _PARTIAL}
     result_path.write_text(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -369,7 +405,8 @@ def _child(name: str, args, work: Path, log) -> dict:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         proc.wait()
-        return {"status": "timeout", "error": f"stopped after {args.limit:.0f} s"}
+        partial = json.loads(result_path.read_text()).get("result", {}) if result_path.exists() else {}
+        return {"status": "timeout", "error": f"stopped after {args.limit:.0f} s", "result": partial}
     if result_path.exists():
         return json.loads(result_path.read_text())
     return {"status": "error", "error": f"the step's process ended with status {proc.returncode} and no result"}
@@ -396,9 +433,12 @@ def main() -> int:
     size = SIZES[args.size]
     report = {"size": args.size, "machine": machine(), "size_config": size.__dict__, "steps": {}}
     deadline = time.monotonic() + args.budget
-    wanted = args.steps.split(",")
+    wanted = [w for w in args.steps.split(",") if w]
+    unknown = set(wanted) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps {sorted(unknown)}; the steps are {','.join(STEPS)}")
     with open(out / "gpu_check.log", "w") as log:
-        for name in STEPS:
+        for name in wanted + [s for s in STEPS if s not in wanted]:  # in the order asked for
             left = deadline - time.monotonic()
             if name not in wanted or left < 15:
                 why = "not asked for" if name not in wanted else "no time left in the budget"

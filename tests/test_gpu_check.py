@@ -22,7 +22,7 @@ FIELDS = {
                 "cpu_steps_s_per_image_one_core", "cpu_bound_images_per_s", "limited_by"),
     "train": ("bare_step_images_per_s", "end_to_end_images_per_s_per_epoch", "end_to_end_images_per_s", "ratio",
               "limited_by"),
-    "predict": ("images", "cells", "images_per_s", "images_per_s_cold", "gpu_classifier"),
+    "predict": ("images", "cells", "images_per_s", "gpu_classifier"),
     "demo": ("model", "wall_s", "mAP", "prior_mAP", "per_class_ap"),
     "train_compile": ("bare_step_images_per_s", "end_to_end_images_per_s", "ratio", "compile"),
 }  # fmt: skip
