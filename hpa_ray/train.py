@@ -155,7 +155,9 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             _inject_failure(cfg, epoch, fold_dir)
         model.train()
-        losses, seen, started = [], 0, time.perf_counter()
+        # The loss stays on the device until the epoch ends: a .item() per step would make the
+        # host wait for every step, so the next batch's fetch and copy could not overlap it.
+        loss_sum, steps, seen, started = torch.zeros((), device=device), 0, 0, time.perf_counter()
         # Compiled: a last, smaller batch would compile the model a second time.
         for batch in _batches(ray.train.get_dataset_shard("train"), cfg, device, drop_last=cfg.compile):
             x = normalise(batch["crop"], mean, std)
@@ -166,8 +168,10 @@ def train_loop_per_worker(config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
+            loss_sum += loss.detach()
+            steps += 1
             seen += len(batch["crop"])
+        train_loss = (loss_sum / steps).item() if steps else float("nan")
         train_seconds = time.perf_counter() - started
         scheduler.step()
         val_loss, scores, labels = _evaluate(bare, ray.train.get_dataset_shard("val"), cfg, device, amp, mean, std)
@@ -179,7 +183,7 @@ def train_loop_per_worker(config: dict) -> None:
         else:
             state["since_best"] += 1
         state["epoch"] = epoch
-        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        metrics = {"epoch": epoch, "train_loss": train_loss,
                    "val_loss": val_loss, "val_map": val_map, "best_val_map": state["best_map"],
                    "lr": scheduler.get_last_lr()[0], "resumed_from_epoch": resumed_from,
                    # this worker's rate × workers: the fold's training throughput (input included)
