@@ -27,11 +27,12 @@ import torch
 from bench_train_input import make_cells
 
 from hpa_ray import _ray
+from hpa_ray.backbones import normalisation
 from hpa_ray.config import TrainConfig
 from hpa_ray.metrics import macro_ap
 from hpa_ray.model import build_model
 from hpa_ray.train import fit_fold
-from hpa_ray.train_data import MEAN, STD, normalise, prepare_batch
+from hpa_ray.train_data import normalise, prepare_batch
 
 
 def _batches(table: pa.Table, cfg: TrainConfig, augment: bool):
@@ -51,7 +52,7 @@ def plain_loop(cells_dir: Path, folds_csv: Path, cfg: TrainConfig) -> float:
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    mean, std = torch.tensor(MEAN).view(1, -1, 1, 1), torch.tensor(STD).view(1, -1, 1, 1)
+    mean, std = normalisation(cfg.model)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     for _ in range(cfg.epochs):
         model.train()

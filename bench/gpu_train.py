@@ -29,11 +29,12 @@ import pyarrow.parquet as pq
 import torch
 
 from hpa_ray import _ray
+from hpa_ray.backbones import normalisation
 from hpa_ray.config import TrainConfig
 from hpa_ray.model import build_model
 from hpa_ray.schema import CHANNELS, cells_table
 from hpa_ray.train import fit_fold
-from hpa_ray.train_data import MEAN, STD, normalise
+from hpa_ray.train_data import normalise
 
 CELLS_PER_IMAGE = 16
 
@@ -69,8 +70,7 @@ def bare_step_rate(cfg: TrainConfig, size: int, device: torch.device, steps: int
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if cfg.compile:
         model = torch.compile(model)  # compiled in the warm-up steps, as in fit_fold's first epoch
-    mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, -1, 1, 1)
+    mean, std = normalisation(cfg.model, device)
     crops = torch.randint(0, 255, (cfg.batch_size, len(CHANNELS), size, size), dtype=torch.uint8, device=device)
     labels = (torch.rand(cfg.batch_size, 19, device=device) < 0.1).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hpa_ray import storage
 
@@ -29,8 +29,19 @@ class SynthConfig(_Section):
     cells_per_megapixel: float = Field(4.0, gt=0)  # density; HPA images hold ~15 per 2048²
     negative_fraction: float = Field(0.1, ge=0, le=1)  # share of images labelled Negative only
     max_labels: int = Field(3, ge=1, le=18)  # most localisation classes per image
-    show_probability: float = Field(0.7, gt=0, le=1)  # chance a cell shows each image label
+    show_probability: float = Field(0.7, gt=0, le=1)  # chance a cell shows each image label …
+    # … except these classes, shown by a minority of cells as in HPA (cell cycle, single-cell
+    # variability); {} makes every class as common as the rest (the data before this existed).
+    class_show_probability: dict[int, float] = {3: 0.4, 5: 0.4, 11: 0.15, 12: 0.35, 15: 0.25, 17: 0.5}
     noise: float = Field(0.03, ge=0)  # std of additive noise, in units of full brightness
+
+    @field_validator("class_show_probability")
+    @classmethod
+    def _classes(cls, value: dict[int, float]) -> dict[int, float]:
+        for c, p in value.items():
+            if not 0 <= c < 18 or not 0 < p <= 1:
+                raise ValueError(f"class {c}: {p}; classes are 0-17 (not Negative), probabilities in (0, 1]")
+        return value
 
 
 class FoldsConfig(_Section):
@@ -43,7 +54,14 @@ class FoldsConfig(_Section):
 
 
 class TrainConfig(_Section):
-    model: Literal["efficientnet-b2", "timm-efficientnet_b2", "tiny"] = "efficientnet-b2"  # build_model
+    model: str = (
+        "efficientnet-b2"  # a backbone of hpa_ray.backbones: efficientnet-b2, timm-efficientnet_b2, small, tiny
+    )
+    method: Literal["cell", "bag"] = "cell"  # cell: crops with their image's labels; bag: an image's cells together
+    bag_size: int = Field(16, ge=1)  # bag: most cells per training bag (sampled anew each epoch)
+    pooling: Literal["attention", "lse", "max", "mean"] = "attention"  # bag: image logits from the bag's cells
+    cell_loss_weight: float = Field(0.1, ge=0)  # bag: loss = image BCE + this × cell BCE
+    lse_r: float = Field(5.0, gt=0)  # bag, pooling lse: sharpness (large: max, small: mean)
     pretrained: str | None = None  # null (random), "imagenet" (download) or a local weights file
     image_size: int | None = Field(None, ge=8)  # crops are resized to this; null: as cut (260)
     batch_size: int = Field(32, ge=1)  # per worker
@@ -58,12 +76,22 @@ class TrainConfig(_Section):
     cpus_per_worker: float = Field(1.0, gt=0)  # CPUs per Ray Train worker
     gpus_per_worker: float = Field(1.0, ge=0)  # GPUs per worker when use_gpu
     mixed_precision: bool | Literal["auto"] = "auto"  # bf16 autocast + channels-last; auto: on CUDA
+    channels_last: bool | Literal["auto"] = "auto"  # channels-last memory format; auto: on (CPU and GPU: faster)
     compile: bool = False  # torch.compile the model (GPU: faster steps after a first slow one)
     threads_per_worker: int = Field(1, ge=1)  # torch CPU threads per worker (one per CPU)
     seed: int = 0  # model initialisation and data order
     max_failures: int = Field(2, ge=0)  # worker-group restarts (from the last checkpoint)
     storage_path: str | None = None  # Ray Train/Tune storage; null: RUN_DIR/ray_results
     fail_at_epoch: int | None = None  # tests: kill a worker once at this epoch (fault injection)
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from hpa_ray.backbones import backbone_names
+
+        if name not in backbone_names():
+            raise ValueError(f"unknown model {name!r}; registered: {', '.join(backbone_names())}")
+        return name
 
 
 class SearchDim(_Section):
@@ -142,6 +170,12 @@ class PredictConfig(_Section):
     use_gpu: bool | Literal["auto"] = "auto"  # classify in GPU actors; auto: when the cluster has GPUs
     actors: int | Literal["auto"] = "auto"  # GPU classifier actors; auto: one per GPU
     actor_num_gpus: float = Field(0.5, gt=0, le=1)  # GPU share per classifier actor (hpa segmentation may share it)
+    fusion: Literal["product", "blend", "cell"] = "product"  # bag models: cell × image, a blend, or the cell alone
+    image_weight: float = Field(0.3, ge=0, le=1)  # fusion blend: weight of the image prediction
+    negative: Literal["model", "complement"] = "model"  # Negative: the model's, or 1 - the top other class
+    border_weight: float = Field(1.0, ge=0, le=1)  # confidences × this for cells cut by the image border
+    small_cell_weight: float = Field(1.0, ge=0, le=1)  # confidences × this for small cells …
+    small_cell_fraction: float = Field(0.25, ge=0, le=1)  # … those under this × their image's median area
     segment: dict = {}  # SegmentConfig keys replacing the run's segment_config.yaml (e.g. hpa.cell_model)
 
 

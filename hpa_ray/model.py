@@ -1,106 +1,109 @@
-"""Classifier factory: `build_model(cfg)` → a torch module mapping (B, 4, S, S) to 19 logits.
+"""Classifiers: a backbone from `hpa_ray.backbones` with the heads of the training method.
 
-- `efficientnet-b2` (default): efficientnet-pytorch's EfficientNet-B2, 4 input channels.
-  ImageNet weights: `pretrained: imagenet` downloads them (needs the internet);
-  `pretrained: PATH` loads efficientnet-pytorch's 3-channel state dict from a file (local or a URI)
-  (e.g. efficientnet-b2-8bb594d6.pth). The stem gets the RGB filters for red, green and blue
-  and the red filter again for yellow (ER stains overlap microtubules); the head is new.
-  `pretrained: null` is random initialisation (tests, offline).
-- `timm-efficientnet_b2`: timm's version (1.3x faster on an H200, DESIGN.md); timm is optional
-  and imported only when chosen (it needs a torchvision that matches torch).
-- `tiny`: a few convolutions, for tests and benchmarks of everything around the model.
+- `method: cell`: `CellClassifier`, (B, 4, S, S) crops → (B, 19) logits; each cell is trained
+  on its image's (weak) labels.
+- `method: bag`: `BagClassifier`, a bag of an image's cells (B, K, 4, S, S) with a (B, K) mask of
+  the real (not padding) cells → per-cell logits (B, K, 19) and image logits (B, 19) pooled
+  over the bag; trained on image BCE + `cell_loss_weight` × cell BCE against the image's labels.
+  Pooling (`pooling`): `attention` (a learnt weight per cell over its features, Ilse et al. 2018),
+  `lse` (log-sum-exp of the cell logits, sharpness `lse_r`), `max` (of the cell logits), `mean`
+  (of the features).
 """
 
 from __future__ import annotations
 
-import io
-
 import torch
 from torch import nn
 
-from hpa_ray import storage
+from hpa_ray.backbones import ModelError, check_pretrained, get_backbone
 from hpa_ray.config import TrainConfig
-from hpa_ray.schema import CHANNELS, NUM_CLASSES
+from hpa_ray.schema import NUM_CLASSES
 
-IMAGENET_B2_URL = "https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/efficientnet-b2-8bb594d6.pth"
-
-
-class ModelError(RuntimeError):
-    """A model that cannot be built as configured (weights missing, package missing)."""
+__all__ = ["BagClassifier", "CellClassifier", "ModelError", "bag_loss", "build_model", "check_model_config"]
 
 
-def _tiny() -> nn.Module:
-    def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+class CellClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, dropout: float):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, NUM_CLASSES))
 
-    return nn.Sequential(
-        block(len(CHANNELS), 16), nn.MaxPool2d(2), block(16, 32), nn.MaxPool2d(2), block(32, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, NUM_CLASSES),
-    )  # fmt: skip
-
-
-def _stem_rgb_to_4(stem_weight: torch.Tensor) -> torch.Tensor:
-    """(O, 3, k, k) RGB filters → (O, 4, k, k) in CHANNELS order (red, green, blue, yellow)."""
-    rgb = {"red": 0, "green": 1, "blue": 2, "yellow": 0}
-    return torch.stack([stem_weight[:, rgb[c]] for c in CHANNELS], dim=1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 4, S, S) normalised → (B, 19) logits."""
+        return self.head(self.backbone(x))
 
 
-def _efficientnet_b2(pretrained: str | None) -> nn.Module:
-    from efficientnet_pytorch import EfficientNet
-
-    model = EfficientNet.from_name("efficientnet-b2", in_channels=len(CHANNELS), num_classes=NUM_CLASSES)
-    if pretrained:
-        state = _imagenet_state(pretrained)
-        stem = state.pop("_conv_stem.weight")
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {"_conv_stem.weight", "_fc.weight", "_fc.bias"}:
-            raise ModelError(f"{pretrained}: not an EfficientNet-B2 state dict (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")  # fmt: skip
-        with torch.no_grad():
-            model._conv_stem.weight.copy_(_stem_rgb_to_4(stem))
-    model.set_swish(memory_efficient=False)  # plain SiLU: 1.5x faster on CPU, torch.compile-friendly
-    return model
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=dim)
 
 
-def _imagenet_state(pretrained: str) -> dict:
-    if pretrained == "imagenet":
-        try:
-            return torch.hub.load_state_dict_from_url(IMAGENET_B2_URL, map_location="cpu", progress=False)
-        except Exception as exc:  # noqa: BLE001 - offline, proxy, anything
-            raise ModelError(
-                f"cannot download the ImageNet weights ({exc}); download {IMAGENET_B2_URL} "
-                "elsewhere and set train.pretrained to its path, or pretrained: null"
-            ) from None
-    if not storage.is_file(pretrained):
-        raise ModelError(f"pretrained weights {pretrained} do not exist")
-    return torch.load(io.BytesIO(storage.read_bytes(pretrained)), map_location="cpu", weights_only=True)
+class BagClassifier(nn.Module):
+    channels_last = False  # set by training: the gathered cells go to the backbone channels-last
+
+    def __init__(self, backbone: nn.Module, dropout: float, pooling: str, lse_r: float = 5.0):
+        super().__init__()
+        features = backbone.num_features
+        self.backbone, self.pooling, self.lse_r = backbone, pooling, lse_r
+        self.drop = nn.Dropout(dropout)
+        self.cell_head = nn.Linear(features, NUM_CLASSES)
+        self.image_head = nn.Linear(features, NUM_CLASSES) if pooling in ("attention", "mean") else None
+        self.attention = (
+            nn.Sequential(nn.Linear(features, 128), nn.Tanh(), nn.Linear(128, 1)) if pooling == "attention" else None
+        )
+
+    def cell_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, K, 4, S, S), mask (B, K) bool → (B, K, F); padding cells are not computed."""
+        out = x.new_zeros((*mask.shape, self.backbone.num_features), dtype=torch.float32)
+        if mask.any():
+            cells = x[mask]
+            if self.channels_last:
+                cells = cells.contiguous(memory_format=torch.channels_last)
+            out[mask] = self.backbone(cells).float()
+        return out
+
+    def pool(self, features: torch.Tensor, cell_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, K, F) features, (B, K, 19) cell logits, (B, K) mask → (B, 19) image logits."""
+        m = mask.unsqueeze(-1)
+        if self.pooling == "attention":
+            weights = masked_softmax(self.attention(features).squeeze(-1), mask).unsqueeze(-1)
+            return self.image_head(self.drop((weights * features).sum(1)))
+        if self.pooling == "mean":
+            mean = (features * m).sum(1) / m.sum(1).clamp(min=1)
+            return self.image_head(self.drop(mean))
+        if self.pooling == "max":
+            return cell_logits.masked_fill(~m, float("-inf")).amax(1)
+        # lse: a smooth max, (1/r) log mean exp(r x) over the real cells
+        r = self.lse_r
+        scaled = (r * cell_logits).masked_fill(~m, float("-inf"))
+        return (torch.logsumexp(scaled, 1) - torch.log(m.sum(1).clamp(min=1).float())) / r
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, K, 4, S, S) normalised, mask (B, K) bool → cell logits (B, K, 19), image logits (B, 19)."""
+        features = self.cell_features(x, mask)
+        cell_logits = self.cell_head(self.drop(features))
+        return cell_logits, self.pool(features, cell_logits, mask)
 
 
-def _timm_b2(pretrained: str | None) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise ModelError("model timm-efficientnet_b2 needs timm (and a torchvision matching torch)") from None
-    model = timm.create_model("efficientnet_b2", pretrained=pretrained == "imagenet", in_chans=len(CHANNELS),
-                              num_classes=NUM_CLASSES)  # fmt: skip
-    if pretrained and pretrained != "imagenet":
-        raise ModelError("timm-efficientnet_b2 takes pretrained: imagenet or null")
-    return model
-
-
-_BUILDERS = {"efficientnet-b2": _efficientnet_b2, "timm-efficientnet_b2": _timm_b2, "tiny": lambda _: _tiny()}
+def bag_loss(cell_logits, image_logits, mask, labels, cell_weight: float) -> torch.Tensor:
+    """Image BCE + cell_weight × mean cell BCE, every real cell against its image's labels (B, 19)."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    image = bce(image_logits.float(), labels)
+    if cell_weight == 0:
+        return image
+    targets = labels.unsqueeze(1).expand_as(cell_logits)
+    return image + cell_weight * bce(cell_logits[mask].float(), targets[mask])
 
 
 def check_model_config(cfg: TrainConfig) -> None:
     """Fail early, on the driver, for what would otherwise fail inside every worker."""
-    if cfg.model == "tiny" and cfg.pretrained:
-        raise ModelError("model tiny has no pretrained weights")
-    if cfg.pretrained not in (None, "imagenet") and not storage.is_file(cfg.pretrained):
-        raise ModelError(f"pretrained weights {cfg.pretrained} do not exist")
+    check_pretrained(cfg.model, cfg.pretrained)
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """The classifier named by cfg.model, with cfg.pretrained weights where it takes them."""
+    """The backbone named by cfg.model with the heads of cfg.method."""
     check_model_config(cfg)
-    return _BUILDERS[cfg.model](cfg.pretrained)
+    spec = get_backbone(cfg.model)
+    backbone = spec.build(cfg.pretrained)
+    if cfg.method == "bag":
+        return BagClassifier(backbone, spec.dropout, cfg.pooling, cfg.lse_r)
+    return CellClassifier(backbone, spec.dropout)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import io
 import json
 import sys
 import time
@@ -25,13 +24,15 @@ from hpa_ray import _ray, storage
 from hpa_ray._sink import read_ipc
 from hpa_ray.backends import wants_gpu
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
+from hpa_ray.ensemble import Ensemble, load_model
 from hpa_ray.images import InputError, list_images
 from hpa_ray.model import ModelError
 from hpa_ray.schema import crops_to_numpy
+from hpa_ray.scoring import cell_scores
 from hpa_ray.segment import EXIT_SOME_FAILED, _reservation, build_dataset, infer_in_actors
 from hpa_ray.submission import prediction_string, validate_submission, write_submission
 
-_ARCHITECTURE = ("model", "image_size")  # TrainConfig keys every fold of an ensemble must share
+_ARCHITECTURE = ("model", "image_size", "method", "pooling", "lse_r")  # every fold of an ensemble shares these
 
 
 @dataclass(frozen=True)
@@ -68,60 +69,8 @@ def load_run(models_dir: str | Path, cfg: PredictConfig) -> RunModels:
     segment = with_updates(load_config(SegmentConfig, seg_path), cfg.segment, f"{seg_path} + predict segment")
     train = next(iter(configs.values())).model_copy(update={"pretrained": None})
     for path in paths:  # fail here, not in every worker
-        _load_model(path, train.model_dump_json(), "cpu")
+        load_model(path, train.model_dump_json(), "cpu")
     return RunModels(tuple(paths), train, segment)
-
-
-@functools.lru_cache(maxsize=8)
-def _load_model(path: str, train_json: str, device: str):
-    import torch
-
-    from hpa_ray.model import build_model
-
-    model = build_model(TrainConfig.model_validate_json(train_json))
-    try:
-        weights = io.BytesIO(storage.read_bytes(path))
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except Exception as exc:  # noqa: BLE001 - wrong file, wrong architecture
-        raise ModelError(
-            f"{path}: not weights of a {TrainConfig.model_validate_json(train_json).model}: {exc}"
-        ) from None
-    return model.to(device).eval()
-
-
-class Ensemble:
-    """Fold models that score (N, 4, S, S) uint8 crops: mean sigmoid over models and flips."""
-
-    def __init__(self, run_json: str, tta: bool, device: str = "cpu"):
-        import torch
-
-        from hpa_ray.train_data import MEAN, STD
-
-        run = json.loads(run_json)
-        self.train = TrainConfig.model_validate(run["train"])
-        self.models = [_load_model(p, self.train.model_dump_json(), device) for p in run["paths"]]
-        self.device = torch.device(device)
-        self.mean = torch.tensor(MEAN, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(STD, device=self.device).view(1, -1, 1, 1)
-        self.flips = [(), (3,), (2,)] if tta else [()]  # none, horizontal, vertical
-
-    def __call__(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """(N, 4, S, S) uint8 → (N, 19) float32 probabilities."""
-        import torch
-
-        from hpa_ray.train_data import normalise, resize_crops
-
-        size = self.train.image_size
-        if size and crops.shape[-1] != size:
-            crops = resize_crops(crops, size)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(crops), batch_size):
-                x = normalise(torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size])).to(self.device),
-                              self.mean, self.std)  # fmt: skip
-                probs = [torch.sigmoid(m(x.flip(f) if f else x)) for m in self.models for f in self.flips]
-                out.append(torch.stack(probs).mean(0).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 19), np.float32)
 
 
 def _classify(batch: dict, ensemble: Ensemble, cfg: PredictConfig) -> dict:
@@ -129,18 +78,20 @@ def _classify(batch: dict, ensemble: Ensemble, cfg: PredictConfig) -> dict:
     tables = [
         read_ipc(c) if s == "ok" and n else None for c, s, n in zip(batch["cells"], batch["status"], batch["n_cells"])
     ]
-    crops = [crops_to_numpy(t) for t in tables if t is not None]
-    probs = ensemble(np.concatenate(crops), cfg.batch_size) if crops else np.zeros((0, 19))
-    strings, masks, at = [], [], 0
+    present = [t for t in tables if t is not None]
+    scored = iter(ensemble.score_images([crops_to_numpy(t) for t in present], cfg.batch_size))
+    strings, masks = [], []
     for table in tables:
         if table is None:
             strings.append("")
             masks.append("")
             continue
+        cell, image = next(scored)
+        probs = cell_scores(cell, image, table.column("touches_border").to_numpy(zero_copy_only=False),
+                            table.column("area").to_numpy(), cfg)  # fmt: skip
         cell_masks = table.column("mask_rle").to_pylist()
-        strings.append(prediction_string(cell_masks, probs[at : at + len(cell_masks)], cfg.min_confidence, cfg.top_k))
+        strings.append(prediction_string(cell_masks, probs, cfg.min_confidence, cfg.top_k))
         masks.append(" ".join(cell_masks))
-        at += len(cell_masks)
     keep = ("image_id", "status", "error", "n_cells", "image_height", "image_width", "seconds")
     return {
         **{k: batch[k] for k in keep},

@@ -98,7 +98,13 @@ def _drop_slivers(cells: np.ndarray, nuclei: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _sample_labels(n_cells: int, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
-    """(n_cells, NUM_CLASSES) multi-hot: each cell shows a non-empty subset of the image's set."""
+    """(n_cells, NUM_CLASSES) multi-hot per cell, drawn from the image's label set.
+
+    Each cell shows each image label with its class's probability (`class_show_probability`,
+    else `show_probability`); every image label is shown by at least one cell. A cell that drew
+    none shows one of the image's common labels (those at `show_probability` or above); when the
+    image has only variable ones (a mitotic spindle alone), it shows nothing: it is Negative.
+    """
     out = np.zeros((n_cells, NUM_CLASSES), np.uint8)
     if n_cells == 0:
         return out
@@ -107,15 +113,32 @@ def _sample_labels(n_cells: int, cfg: SynthConfig, rng: np.random.Generator) -> 
         return out
     k = int(rng.integers(1, cfg.max_labels + 1))
     classes = rng.choice(NEGATIVE, size=k, replace=False, p=_CLASS_WEIGHTS / _CLASS_WEIGHTS.sum())
-    shows = rng.random((n_cells, k)) < cfg.show_probability
+    p = np.array([cfg.class_show_probability.get(int(c), cfg.show_probability) for c in classes])
+    shows = rng.random((n_cells, k)) < p
     shows[rng.permutation(n_cells)[: min(k, n_cells)], np.arange(min(k, n_cells))] = True
     for i in range(k):  # every image label is shown by at least one cell
         if not shows[:, i].any():
             shows[rng.integers(n_cells), i] = True
-    for row in np.flatnonzero(~shows.any(1)):  # and every cell shows something
-        shows[row, rng.integers(k)] = True
+    common = np.flatnonzero(p >= cfg.show_probability)
+    for row in np.flatnonzero(~shows.any(1)):
+        if len(common) == k:  # (kept apart: the same draws as before per-class probabilities existed)
+            shows[row, rng.integers(k)] = True
+        elif len(common):
+            shows[row, rng.choice(common)] = True
     out[:, classes] = shows
+    out[~shows.any(1), NEGATIVE] = 1
     return out
+
+
+def image_labels_of(cell_labels: np.ndarray) -> np.ndarray:
+    """(N, 19) per-cell labels → (19,) the image's label: the union of the localisations, or
+    Negative when no cell shows any (HPA's Negative excludes the other labels)."""
+    if len(cell_labels) == 0:
+        return np.eye(NUM_CLASSES, dtype=np.uint8)[NEGATIVE]
+    union = cell_labels.max(0)
+    if union[:NEGATIVE].any():
+        union[NEGATIVE] = 0
+    return union
 
 
 def make_image(size: int, cfg: SynthConfig, rng: np.random.Generator) -> SynthImage:
@@ -147,8 +170,7 @@ def make_image(size: int, cfg: SynthConfig, rng: np.random.Generator) -> SynthIm
     img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)
     top = 255 if cfg.bit_depth == 8 else 65535
     image = (np.clip(img, 0, 1) * top).astype(np.uint8 if cfg.bit_depth == 8 else np.uint16)
-    image_labels = cell_labels.max(0) if n else np.eye(NUM_CLASSES, dtype=np.uint8)[NEGATIVE]
-    return SynthImage(image, cells, nuclei, cell_labels, image_labels)
+    return SynthImage(image, cells, nuclei, cell_labels, image_labels_of(cell_labels))
 
 
 def image_ids(n_images: int, seed: int) -> list[str]:

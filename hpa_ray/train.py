@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,9 @@ import pandas as pd
 
 from hpa_ray import _ray, storage
 from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
-from hpa_ray.metrics import per_class_ap
+from hpa_ray.methods import build_method, validation_metrics
 from hpa_ray.model import ModelError
-from hpa_ray.schema import NUM_CLASSES
-from hpa_ray.train_data import MEAN, STD, DataError, crops_bytes, fold_datasets, normalise, read_folds
+from hpa_ray.train_data import DataError, crops_bytes, fold_datasets, read_folds
 
 BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
 STATE = "state.pt"
@@ -51,29 +51,18 @@ def _gather(array: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _batches(shard, cfg: TrainConfig, device, drop_last: bool = False):
-    import torch
-
-    return shard.iter_torch_batches(batch_size=cfg.batch_size, device=device, drop_last=drop_last,
-                                    dtypes={"crop": torch.uint8, "labels": torch.float32})  # fmt: skip
-
-
-def _evaluate(model, shard, cfg, device, amp, mean, std) -> tuple[float, np.ndarray, np.ndarray]:
+def _evaluate(model, method, shard, amp: bool) -> dict[str, float]:
+    """Validation outputs of this worker's shard, gathered over the workers → metrics."""
     import torch
 
     model.eval()
-    losses, scores, labels = [], [], []
+    parts: dict[str, list] = {key: [value] for key, value in method.empty_outputs().items()}
     with torch.no_grad():
-        for batch in _batches(shard, cfg, device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(normalise(batch["crop"], mean, std)).float()
-            losses.append(torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"]).item())
-            scores.append(torch.sigmoid(logits).cpu().numpy())
-            labels.append(batch["labels"].cpu().numpy())
-    empty = np.zeros((0, NUM_CLASSES), np.float32)
-    scores_all = _gather(np.concatenate(scores) if scores else empty)
-    labels_all = _gather(np.concatenate(labels) if labels else empty)
-    return float(np.mean(losses)) if losses else float("nan"), scores_all, labels_all
+        for batch in method.batches(shard, train=False):
+            with torch.autocast(method.device.type, dtype=torch.bfloat16, enabled=amp):
+                for key, value in method.outputs(model, batch).items():
+                    parts[key].append(value)
+    return validation_metrics({key: _gather(np.concatenate(values)) for key, values in parts.items()}, method.selects)
 
 
 def _inject_failure(cfg: TrainConfig, epoch: int, fold_dir: str) -> None:
@@ -110,105 +99,139 @@ class _Board:
             shutil.rmtree(self.local, ignore_errors=True)
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """The Ray Train worker: config = {"train": TrainConfig dict, "fold": K, "fold_dir": path}."""
+@dataclass
+class _Worker:
+    """What one Ray Train worker holds for a fold: config, device, model, optimiser, progress."""
+
+    cfg: TrainConfig
+    fold_dir: str
+    rank: int
+    world: int
+    device: object
+    amp: bool
+    model: object  # what the training steps call (DDP-wrapped and/or compiled)
+    bare: object  # the module itself: checkpoints and validation
+    method: object
+    optimizer: object
+    scheduler: object
+    state: dict = field(default_factory=lambda: {"epoch": -1, "best_map": -1.0, "since_best": 0})
+    best_weights: dict | None = None
+    resumed_from: int = -1
+
+
+def _setup_worker(config: dict) -> _Worker:
     import ray.train
     import ray.train.torch
     import torch
 
+    from hpa_ray.backbones import normalisation
     from hpa_ray.model import build_model
 
     cfg = TrainConfig.model_validate(config["train"])
-    fold_dir = config["fold_dir"]
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
-    rank = ray.train.get_context().get_world_rank()
-    world = ray.train.get_context().get_world_size()
-    device = ray.train.torch.get_device()
+    ctx, device = ray.train.get_context(), ray.train.torch.get_device()
     amp = cfg.mixed_precision is True or (cfg.mixed_precision == "auto" and device.type == "cuda")
+    channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and (amp or device.type == "cpu"))
     model = build_model(cfg)
-    if amp:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True  # bag models convert the cells they gather
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
     if cfg.compile:
         model = torch.compile(model)  # shares bare's parameters; evaluation runs uncompiled
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    state = {"epoch": -1, "best_map": -1.0, "since_best": 0}
-    best_weights = None
-    resumed_from = -1
+    mean, std = normalisation(cfg.model, device)
+    return _Worker(cfg, config["fold_dir"], ctx.get_world_rank(), ctx.get_world_size(), device, amp, model, bare,
+                   build_method(cfg, device, mean, std, channels_last), optimizer,
+                   torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs))  # fmt: skip
+
+
+def _resume(w: _Worker) -> None:
+    """From the last checkpoint, when Ray Train restarted this worker group."""
+    import ray.train
+    import torch
+
     if checkpoint := ray.train.get_checkpoint():
         with checkpoint.as_directory() as d:
-            saved = torch.load(Path(d) / STATE, map_location=device, weights_only=False)
-            best_weights = torch.load(Path(d) / BEST_MODEL, map_location="cpu", weights_only=True)
-        bare.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["progress"]
-        resumed_from = state["epoch"]
-    mean = torch.tensor(MEAN, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, -1, 1, 1)
-    writer = _Board(fold_dir) if rank == 0 else None
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
-        if rank == 0:
-            _inject_failure(cfg, epoch, fold_dir)
-        model.train()
-        # The loss stays on the device until the epoch ends: a .item() per step would make the
-        # host wait for every step, so the next batch's fetch and copy could not overlap it.
-        loss_sum, steps, seen, started = torch.zeros((), device=device), 0, 0, time.perf_counter()
-        # Compiled: a last, smaller batch would compile the model a second time.
-        for batch in _batches(ray.train.get_dataset_shard("train"), cfg, device, drop_last=cfg.compile):
-            x = normalise(batch["crop"], mean, std)
-            if amp:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(model(x).float(), batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            steps += 1
-            seen += len(batch["crop"])
-        train_loss = (loss_sum / steps).item() if steps else float("nan")
-        train_seconds = time.perf_counter() - started
-        scheduler.step()
-        val_loss, scores, labels = _evaluate(bare, ray.train.get_dataset_shard("val"), cfg, device, amp, mean, std)
-        ap = per_class_ap(labels, scores)
-        val_map = float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
-        if val_map > state["best_map"]:
-            state.update(best_map=val_map, since_best=0)
-            best_weights = {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}
-        else:
-            state["since_best"] += 1
-        state["epoch"] = epoch
-        metrics = {"epoch": epoch, "train_loss": train_loss,
-                   "val_loss": val_loss, "val_map": val_map, "best_val_map": state["best_map"],
-                   "lr": scheduler.get_last_lr()[0], "resumed_from_epoch": resumed_from,
-                   # this worker's rate × workers: the fold's training throughput (input included)
-                   "train_images_per_s": seen / train_seconds * world if train_seconds else 0.0,
-                   **{f"ap_{c}": float(v) for c, v in enumerate(ap)}}  # fmt: skip
-        _report(metrics, rank, bare, optimizer, scheduler, state, best_weights, writer, fold_dir)
-        if state["since_best"] >= cfg.patience:
+            saved = torch.load(Path(d) / STATE, map_location=w.device, weights_only=False)
+            w.best_weights = torch.load(Path(d) / BEST_MODEL, map_location="cpu", weights_only=True)
+        w.bare.load_state_dict(saved["model"])
+        w.optimizer.load_state_dict(saved["optimizer"])
+        w.scheduler.load_state_dict(saved["scheduler"])
+        w.state = saved["progress"]
+        w.resumed_from = w.state["epoch"]
+
+
+def _train_epoch(w: _Worker, shard) -> tuple[float, float]:
+    """One pass over the shard → (mean training loss, items per second, input included)."""
+    import torch
+
+    w.model.train()
+    # The loss stays on the device until the epoch ends: a .item() per step would make the
+    # host wait for every step, so the next batch's fetch and copy could not overlap it.
+    loss_sum, steps, seen, started = torch.zeros((), device=w.device), 0, 0, time.perf_counter()
+    for batch in w.method.batches(shard, train=True):
+        with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=w.amp):
+            loss = w.method.loss(w.model, batch)
+        w.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        w.optimizer.step()
+        loss_sum += loss.detach()
+        steps += 1
+        seen += w.method.items(batch)
+    seconds = time.perf_counter() - started
+    return ((loss_sum / steps).item() if steps else float("nan")), (seen / seconds if seconds else 0.0)
+
+
+def _keep_best(w: _Worker, val_map: float) -> None:
+    if val_map > w.state["best_map"]:
+        w.state.update(best_map=val_map, since_best=0)
+        w.best_weights = {k: v.detach().cpu().clone() for k, v in w.bare.state_dict().items()}
+    else:
+        w.state["since_best"] += 1
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker: config = {"train": TrainConfig dict, "fold": K, "fold_dir": path}."""
+    import ray.train
+
+    w = _setup_worker(config)
+    _resume(w)
+    writer = _Board(w.fold_dir) if w.rank == 0 else None
+    for epoch in range(w.state["epoch"] + 1, w.cfg.epochs):
+        if w.rank == 0:
+            _inject_failure(w.cfg, epoch, w.fold_dir)
+        train_loss, rate = _train_epoch(w, ray.train.get_dataset_shard("train"))
+        w.scheduler.step()
+        val = _evaluate(w.bare, w.method, ray.train.get_dataset_shard("val"), w.amp)
+        _keep_best(w, val["val_map"])
+        w.state["epoch"] = epoch
+        # this worker's rate × workers: the fold's training throughput in cells/s (input included)
+        metrics = {"epoch": epoch, "train_loss": train_loss, **val, "best_val_map": w.state["best_map"],
+                   "lr": w.scheduler.get_last_lr()[0], "resumed_from_epoch": w.resumed_from,
+                   "train_images_per_s": rate * w.world}  # fmt: skip
+        _report(metrics, w, writer)
+        if w.state["since_best"] >= w.cfg.patience:
             break
     if writer is not None:
         writer.close()
 
 
-def _report(metrics, rank, model, optimizer, scheduler, state, best_weights, writer, fold_dir: str) -> None:
+def _report(metrics: dict, w: _Worker, writer) -> None:
     import ray.train
     import torch
 
-    if rank != 0:
+    if w.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     writer.log(metrics)
-    storage.append_text(storage.join(fold_dir, "metrics.jsonl"), json.dumps(metrics) + "\n")
+    storage.append_text(storage.join(w.fold_dir, "metrics.jsonl"), json.dumps(metrics) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "progress": dict(state)}, Path(tmp) / STATE)  # fmt: skip
-        torch.save(best_weights, Path(tmp) / BEST_MODEL)
+        torch.save({"model": w.bare.state_dict(), "optimizer": w.optimizer.state_dict(),
+                    "scheduler": w.scheduler.state_dict(), "progress": dict(w.state)}, Path(tmp) / STATE)  # fmt: skip
+        torch.save(w.best_weights, Path(tmp) / BEST_MODEL)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -229,7 +252,7 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     storage.makedirs(fold_dir)
     _write_run_config(fold_dir, cfg, cells_dir)
     train_ds, val_ds = fold_datasets(cells_dir, read_folds(folds_csv), fold, cfg.image_size, cfg.augment,
-                                     cache=_cache_data(cfg, cells_dir))  # fmt: skip
+                                     cache=_cache_data(cfg, cells_dir), bags=cfg.method == "bag")  # fmt: skip
     gpu = _use_gpu(cfg)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(

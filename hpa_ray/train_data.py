@@ -1,11 +1,12 @@
 """Training input: cells Parquet → fold split → augment → uint8 batches, on Ray Data.
 
-Crops stay uint8 all the way to the worker (4x less to move than float32); normalising to
-ImageNet-like ranges happens on the worker's device (`normalise`).
+Crops stay uint8 all the way to the worker (4x less to move than float32); normalising (with
+the backbone's mean and std, `hpa_ray.backbones`) happens on the worker's device (`normalise`).
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hpa_ray import storage
+from hpa_ray.bags import image_bags
 from hpa_ray.schema import NUM_CLASSES, crops_to_numpy
-
-# Per-channel normalisation, CHANNELS order (red, green, blue, yellow): ImageNet's RGB
-# statistics, yellow taking red's.
-MEAN = (0.485, 0.456, 0.406, 0.485)
-STD = (0.229, 0.224, 0.225, 0.229)
 
 
 class DataError(ValueError):
@@ -72,15 +69,22 @@ def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resize(image=c.transpose(1, 2, 0))["image"].transpose(2, 0, 1) for c in crops])
 
 
+def image_codes(image_ids) -> np.ndarray:
+    """(N,) int64 codes of image IDs, the same in every process (validation groups cells by image)."""
+    return np.array([zlib.crc32(str(i).encode()) for i in image_ids], np.int64)
+
+
 def prepare_batch(table: pa.Table, image_size: int | None, augment: bool) -> dict[str, np.ndarray]:
-    """pyarrow batch of cells → {"crop": (N, 4, S, S) uint8, "labels": (N, 19) float32}."""
+    """pyarrow batch of cells → {"crop": (N, 4, S, S) uint8, "labels": (N, 19) float32,
+    "image": (N,) int64 image codes}."""
     crops = crops_to_numpy(table)
     if augment:
         crops = flip_batch(crops, np.random.default_rng().random((len(crops), 3)) < 0.5)
     if image_size and image_size != crops.shape[-1]:
         crops = resize_crops(crops, image_size)
     labels = np.asarray(table.column("labels").to_pylist(), np.float32).reshape(-1, NUM_CLASSES)
-    return {"crop": np.ascontiguousarray(crops), "labels": labels}
+    return {"crop": np.ascontiguousarray(crops), "labels": labels,
+            "image": image_codes(table.column("image_id").to_pylist())}  # fmt: skip
 
 
 def _select(table: pa.Table, image_ids: pa.Array) -> pa.Table:
@@ -95,11 +99,13 @@ def crops_bytes(cells_dir: str) -> int:
 
 
 def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: int | None, augment: bool,
-                  cache: bool = False):  # fmt: skip
+                  cache: bool = False, bags: bool = False):  # fmt: skip
     """(train, val) Ray Datasets for one fold: images of `fold` validate, the others train.
 
     cache: read and split the cells once and keep the fold's crops in the object store; each
     epoch then only augments (without it, each epoch lists, reads and filters the Parquet again).
+    bags: one row per image (`hpa_ray.bags.image_bags`: its cells grouped by Ray Data); the
+    worker's batch collation draws the bags and augments (`hpa_ray.bags.collate_bags`).
     """
     import ray
 
@@ -109,10 +115,13 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: in
     out = []
     for ids, aug in ((folds.image_id[folds.fold != fold], augment), (folds.image_id[folds.fold == fold], False)):
         ds = cells.map_batches(_select, fn_kwargs={"image_ids": pa.array(ids.tolist())}, batch_format="pyarrow")
+        if bags:
+            ds = ds.groupby("image_id").map_groups(image_bags, batch_format="pyarrow")
         if cache:
             ds = ds.materialize()
-        ds = ds.map_batches(prepare_batch, fn_kwargs={"image_size": image_size, "augment": aug},
-                            batch_format="pyarrow", batch_size=256)  # fmt: skip
+        if not bags:
+            ds = ds.map_batches(prepare_batch, fn_kwargs={"image_size": image_size, "augment": aug},
+                                batch_format="pyarrow", batch_size=256)  # fmt: skip
         out.append(ds)
     return tuple(out)
 

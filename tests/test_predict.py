@@ -22,11 +22,11 @@ from hpa_ray.submission import parse_triples, read_submission
 CROP = 32
 
 
-def _make_run(run_dir, folds=2, image_size=None):
+def _make_run(run_dir, folds=2, image_size=None, method="cell"):
     """A run as `train` leaves it: fold-K/best/model.pt + fold-K/config.yaml + segment_config.yaml
     (weights: the tiny model's random initialisation, one seed per fold)."""
     for k in range(folds):
-        cfg = TrainConfig(model="tiny", seed=k, image_size=image_size)
+        cfg = TrainConfig(model="tiny", seed=k, image_size=image_size, method=method)
         torch.manual_seed(k)
         (run_dir / f"fold-{k}" / "best").mkdir(parents=True)
         torch.save(build_model(cfg).state_dict(), run_dir / f"fold-{k}" / "best" / "model.pt")
@@ -67,6 +67,28 @@ def test_ensemble_means_models_and_flips(run_dir):
     assert not np.allclose(plain, scores(run.paths, tta=True))
     each = [scores([p], tta=False) for p in run.paths]
     assert np.allclose(plain, np.mean(each, axis=0), atol=1e-6)  # the mean of the folds' sigmoids
+
+
+def test_a_bag_run_scores_each_image_as_one_bag_and_fuses(ray_local, synth_set, tmp_path):
+    run_dir = _make_run(tmp_path / "bag-run", method="bag")
+    run = load_run(run_dir, PredictConfig())
+    assert run.train.method == "bag"
+    ensemble = Ensemble(json.dumps({"paths": list(run.paths), "train": run.train.model_dump()}), tta=True)
+    crops = np.random.default_rng(1).integers(0, 255, (6, 4, CROP, CROP), dtype=np.uint8)
+    cell, image = ensemble.bag(crops)
+    assert cell.shape == (6, 19) and image.shape == (19,) and ((image > 0) & (image < 1)).all()
+    ((_, tiled),) = ensemble.score_images([crops])
+    assert np.allclose(tiled, image[None].repeat(6, 0))
+    subs = {}
+    for fusion in ("cell", "product"):
+        cfg = PredictConfig(top_k=19, min_confidence=0.0, fusion=fusion)
+        result = run_predict(synth_set / "images", run_dir, tmp_path / f"{fusion}.csv", cfg)
+        assert (result.images.status == "ok").all()
+        subs[fusion] = read_submission(tmp_path / f"{fusion}.csv")
+    for alone, fused in zip(subs["cell"].PredictionString, subs["product"].PredictionString):
+        conf = {(label, mask): float(c) for label, c, mask in parse_triples(alone)}
+        for label, c, mask in parse_triples(fused):
+            assert float(c) <= conf[(label, mask)] + 1e-6, "cell × image never exceeds the cell alone"
 
 
 def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, synth_set, run_dir, tmp_path, capsys):

@@ -51,16 +51,18 @@ def test_efficientnet_b2_forward_backward_on_cpu(tmp_path):
     loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), torch.zeros(2, 19))
     loss.backward()
     assert model(x).shape == (2, 19)
-    assert model._conv_stem.weight.shape[1] == 4 and model._conv_stem.weight.grad.abs().sum() > 0
+    stem = model.backbone[0]._conv_stem.weight
+    assert stem.shape[1] == 4 and stem.grad.abs().sum() > 0
     # ImageNet weights from a local file of efficientnet-pytorch's contract (3 channels, 1000 classes).
     from efficientnet_pytorch import EfficientNet
 
     imagenet = EfficientNet.from_name("efficientnet-b2").state_dict()
     torch.save(imagenet, tmp_path / "b2.pth")
     loaded = build_model(TrainConfig(pretrained=str(tmp_path / "b2.pth")))
-    stem = loaded._conv_stem.weight
+    net = loaded.backbone[0]
+    stem = net._conv_stem.weight
     assert torch.equal(stem[:, :3], imagenet["_conv_stem.weight"]) and torch.equal(stem[:, 3], stem[:, 0])
-    assert torch.equal(loaded._blocks[3]._depthwise_conv.weight, imagenet["_blocks.3._depthwise_conv.weight"])
+    assert torch.equal(net._blocks[3]._depthwise_conv.weight, imagenet["_blocks.3._depthwise_conv.weight"])
     with pytest.raises(ModelError, match="do not exist"):
         build_model(TrainConfig(pretrained=str(tmp_path / "missing.pth")))
 
@@ -91,6 +93,23 @@ def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):
     first = restarted[0]
     assert first["epoch"] == first["resumed_from_epoch"] + 1 >= 1, "resumed from a checkpoint, not epoch 0"
     assert list(pd.read_csv(fold_dir / "metrics.csv").epoch) == [0, 1, 2, 3]
+
+
+def test_a_bag_fold_learns_reports_both_levels_and_resumes_after_a_killed_worker(cells, tmp_path):
+    cfg = TrainConfig(**FAST, epochs=5, method="bag", bag_size=4, cell_loss_weight=1.0, fail_at_epoch=2)
+    best = fit_fold(cells["cells"], cells["folds"], 0, tmp_path / "run", cfg)
+    fold_dir = tmp_path / "run" / "fold-0"
+    metrics = pd.read_csv(fold_dir / "metrics.csv")
+    assert list(metrics.epoch) == list(range(5)) and (fold_dir / "injected_failure").exists()
+    reports = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["resumed_from_epoch"] >= 0 for r in reports), "resumed from a checkpoint, not from scratch"
+    assert {"val_cell_map", "val_image_map"} <= set(metrics.columns)
+    assert np.allclose(metrics.val_map, metrics.val_image_map), "a bag model is selected on image AP"
+    assert metrics.train_loss.iloc[-1] < metrics.train_loss.iloc[0], "the loss falls"
+    assert best["val_image_map"] > 0 and best["val_cell_map"] > 0
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(fold_dir / "best" / "model.pt", weights_only=True))
+    assert model.pooling == "attention"
 
 
 def test_all_folds_in_parallel_through_tune_and_cli_errors(cells, tmp_path, capsys):
