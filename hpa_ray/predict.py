@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,15 +23,16 @@ import pandas as pd
 
 from hpa_ray import _ray, storage
 from hpa_ray._sink import read_ipc
-from hpa_ray.backends import wants_gpu
+from hpa_ray.backends import BackendError, check_backend, wants_gpu
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
 from hpa_ray.ensemble import Ensemble, load_model
 from hpa_ray.images import InputError, list_images
+from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
 from hpa_ray.schema import crops_to_numpy
 from hpa_ray.scoring import cell_scores
 from hpa_ray.segment import EXIT_SOME_FAILED, _reservation, build_dataset, infer_in_actors
-from hpa_ray.submission import prediction_string, validate_submission, write_submission
+from hpa_ray.submission import SubmissionError, prediction_string, validate_submission, write_submission
 
 _ARCHITECTURE = ("model", "image_size", "method", "pooling", "lse_r")  # every fold of an ensemble shares these
 
@@ -181,6 +183,9 @@ def _read_ids(path: str | Path) -> pd.DataFrame:
     doubled = ids.ID[ids.ID.duplicated()]
     if len(doubled):
         raise InputError(f"IDs file {path}: ID {doubled.iloc[0]!r} is listed more than once")
+    empty = ids.index[ids.ID.str.strip() == ""]
+    if len(empty):
+        raise InputError(f"IDs file {path}: line {empty[0] + 2} has an empty ID")
     return ids
 
 
@@ -205,6 +210,11 @@ def _rows(listing, results: pd.DataFrame, ids: pd.DataFrame | None, images_dir) 
 
 def run_predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv=None) -> PredictResult:
     """Segment and classify every image under images_dir; write and check the submission."""
+    with owned_by_this_run(output, is_file=True):
+        return _predict(images_dir, models_dir, output, cfg, ids_csv)
+
+
+def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> PredictResult:
     start = time.perf_counter()
     run = load_run(models_dir, cfg)
     ids = _read_ids(ids_csv) if ids_csv else None
@@ -215,12 +225,20 @@ def run_predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv=None
         listing.refused = [r for r in listing.refused if r["image_id"] in wanted]
     results = pd.DataFrame(columns=["image_id", "status", "error", "n_cells", "image_height", "image_width"])
     if listing.jobs:
+        check_backend(run.segment)
         _ray.init_ray()
         with _reservation(enabled=infer_in_actors(run.segment) or _use_gpu(cfg)):
             results = build_predict_dataset(listing.jobs, run, cfg).to_pandas()
     rows = _rows(listing, results, ids, images_dir)
-    write_submission(rows, output)
-    validate_submission(output)
+    # Written under a name of its own, checked, then renamed: `output` is never an invalid file.
+    partial = f"{output}.partial-{os.getpid()}"
+    write_submission(rows, partial)
+    try:
+        validate_submission(partial)
+    except SubmissionError:
+        storage.delete_file(partial)
+        raise
+    storage.move_file(partial, output)
     return PredictResult(rows, str(output), time.perf_counter() - start)
 
 
@@ -243,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(PredictConfig, args.config, args.overrides)
         result = run_predict(args.images, args.models, args.output, cfg, args.ids)
-    except (ConfigError, InputError, ModelError) as exc:
+    except (ConfigError, InputError, ModelError, SubmissionError, BackendError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for row in result.failed.itertuples():

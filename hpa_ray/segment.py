@@ -26,10 +26,11 @@ import pyarrow as pa
 
 from hpa_ray import _ray, storage
 from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess, wants_gpu
+from hpa_ray.backends import BackendError, build_backend, build_postprocess, build_preprocess, check_backend, wants_gpu
 from hpa_ray.cells import cut_cells, upsample_labels
 from hpa_ray.config import ConfigError, SegmentConfig, load_config, write_resolved
 from hpa_ray.images import ImageError, InputError, list_images, read_image
+from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.schema import CHANNELS, MANIFEST_COLUMNS, cells_table
 
 EXIT_SOME_FAILED = 3  # exit status when at least one image has status "error"
@@ -243,6 +244,11 @@ def build_dataset(jobs: list[dict], cfg: SegmentConfig):
     return ds.map(_cut, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
 
 
+def _warn_cpu_only(cfg: SegmentConfig) -> None:
+    if cfg.backend == "hpa" and cfg.hpa.device == "auto" and not wants_gpu(cfg):
+        print("warning: the cluster has no GPU: the hpa backend's U-Nets run on CPU actors (slow)", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _reservation(enabled: bool):
     """Ray Data reserves each operator a share of the CPUs so that stages cannot starve each
@@ -340,6 +346,12 @@ def run_segment(
     out_dir = storage.absolute(out_dir)
     listing = list_images(input_dir, labels_csv)
     storage.makedirs(out_dir)
+    with owned_by_this_run(out_dir):
+        return _segment_into(out_dir, listing, input_dir, cfg, labels_csv, overwrite, start)
+
+
+def _segment_into(out_dir: str, listing, input_dir, cfg: SegmentConfig, labels_csv, overwrite: bool,
+                  start: float) -> SegmentResult:  # fmt: skip
     done = _prepare_out(out_dir, cfg, overwrite)
     # Where the images came from, for the report's outlines over them.
     inputs = {
@@ -350,7 +362,9 @@ def run_segment(
     jobs = [j for j in listing.jobs if j["image_id"] not in done]
     _write_refused(out_dir, listing.refused)
     if jobs:
+        check_backend(cfg)
         _ray.init_ray()
+        _warn_cpu_only(cfg)
         with _reservation(enabled=infer_in_actors(cfg)):
             build_dataset(jobs, cfg).write_datasink(CellsSink(out_dir))
     manifest = _finalize_manifest(out_dir)
@@ -392,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(SegmentConfig, args.config, overrides)
         result = run_segment(args.input_dir, args.output_dir, cfg, args.labels, args.overwrite)
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, BackendError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result.unlisted:

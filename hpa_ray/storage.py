@@ -15,6 +15,7 @@ import functools
 import io
 import os
 import posixpath
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,7 @@ def write_bytes(path: StrPath, data: bytes) -> str:
         return str(path)
     target = Path(inner)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(f"{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # unique per writer
     tmp.write_bytes(data)
     tmp.replace(target)
     return str(path)
@@ -208,6 +209,14 @@ def delete_dir(path: StrPath) -> None:
     fs, inner = resolve(path)
     with contextlib.suppress(FileNotFoundError):
         fs.delete_dir(inner)
+
+
+def move_file(src: StrPath, dst: StrPath) -> str:
+    """Rename src to dst on the same filesystem (atomic on a local disk; copy + delete on object storage)."""
+    fs, inner_src = resolve(src)
+    _, inner_dst = resolve(dst)
+    fs.move(inner_src, inner_dst)
+    return str(dst)
 
 
 def copy_file(src: StrPath, dst: StrPath) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hpa_ray import storage
-from hpa_ray.masks import decode_mask
+from hpa_ray.masks import MAX_SIDE, check_mask
 from hpa_ray.schema import NUM_CLASSES
 
 HEADER = ("ID", "ImageWidth", "ImageHeight", "PredictionString")
@@ -26,6 +26,10 @@ HEADER = ("ID", "ImageWidth", "ImageHeight", "PredictionString")
 
 class SubmissionError(ValueError):
     """A submission file that breaks the format; the message names the row and triple."""
+
+
+class SubmissionInputError(SubmissionError):
+    """No submission to check: the file is missing or unreadable (exit status 2, not 1)."""
 
 
 def prediction_string(
@@ -57,9 +61,9 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     try:
         text = storage.read_text(path)
     except FileNotFoundError:
-        raise SubmissionError(f"submission {path} does not exist") from None
-    except OSError as exc:  # a directory, unreadable, storage unreachable
-        raise SubmissionError(f"cannot read submission {path}: {exc}") from None
+        raise SubmissionInputError(f"submission {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, storage unreachable, binary
+        raise SubmissionInputError(f"cannot read submission {path}: {exc}") from None
     header = next(csv.reader(io.StringIO(text)), None)
     if header is None:
         raise SubmissionError(f"{path}: empty file")
@@ -83,14 +87,14 @@ def _size(row: pd.Series, where: str) -> tuple[int, int]:
         raise SubmissionError(
             f"{where}: ImageWidth/ImageHeight {row.ImageWidth!r}/{row.ImageHeight!r} are not integers"
         ) from None
-    if width < 0 or height < 0:
-        raise SubmissionError(f"{where}: negative image size {width}x{height}")
+    if not (0 <= width <= MAX_SIDE and 0 <= height <= MAX_SIDE):
+        raise SubmissionError(f"{where}: image size {width}x{height} is outside 0-{MAX_SIDE} px per side")
     return width, height
 
 
 def _check_triple(triple: tuple[str, str, str], width: int, height: int, decoded: dict) -> str | None:
     label, conf, mask = triple
-    if not label.isdigit() or int(label) >= NUM_CLASSES:
+    if not (label.isascii() and label.isdigit()) or int(label) >= NUM_CLASSES:
         return f"label {label!r} is not an integer 0-{NUM_CLASSES - 1}"
     try:
         value = float(conf)
@@ -98,9 +102,9 @@ def _check_triple(triple: tuple[str, str, str], width: int, height: int, decoded
         return f"confidence {conf!r} is not a number"
     if not 0.0 <= value <= 1.0:
         return f"confidence {conf} is outside [0, 1]"
-    if mask not in decoded:  # a cell's mask repeats once per class kept: decode it once
+    if mask not in decoded:  # a cell's mask repeats once per class kept: check it once
         try:
-            decode_mask(mask, height, width)
+            check_mask(mask, height, width)
             decoded[mask] = None
         except ValueError as exc:
             decoded[mask] = str(exc)
@@ -148,9 +152,12 @@ def validate_submission(path: str | Path, images_dir: str | Path | None = None) 
 
 
 def _check_against_images(table: pd.DataFrame, images_dir: str) -> None:
-    from hpa_ray.images import ImageError, list_images, read_channel
+    from hpa_ray.images import ImageError, InputError, list_images, read_channel
 
-    listing = list_images(images_dir)
+    try:
+        listing = list_images(images_dir)
+    except InputError as exc:
+        raise SubmissionInputError(str(exc)) from None
     ids = set(table.ID)
     missing = [j["image_id"] for j in listing.jobs if j["image_id"] not in ids]
     if missing:
@@ -171,12 +178,15 @@ def _check_against_images(table: pd.DataFrame, images_dir: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpa_ray.submission", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("validate", help="check a submission file")
+    check = commands.add_parser("validate", help="check a submission file (exit 0 valid, 1 invalid, 2 unreadable)")
     check.add_argument("file", help="submission CSV")
     check.add_argument("--images", help="image directory: check sizes, and that every image has a row")
     args = parser.parse_args(argv)
     try:
         summary = validate_submission(args.file, args.images)
+    except SubmissionInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SubmissionError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from hpa_ray.cells import cut_cells
-from hpa_ray.config import SynthConfig, load_config, write_resolved
+from hpa_ray.config import ConfigError, SynthConfig, load_config, write_resolved
 from hpa_ray.schema import CHANNELS, NEGATIVE, NUM_CLASSES, format_labels
 from hpa_ray.synth_patterns import CellGeometry, _texture, paint_green
 
@@ -223,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"size={args.size}"] if args.size else [])
-    cfg = load_config(SynthConfig, args.config, overrides)
+    try:
+        cfg = load_config(SynthConfig, args.config, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.n_images < 1:
         parser.error("--n-images must be at least 1")
     out = generate(args.out, args.n_images, args.seed, cfg)

@@ -26,9 +26,10 @@ import pandas as pd
 
 from hpa_ray import _ray, storage
 from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
+from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.methods import build_method, validation_metrics
 from hpa_ray.model import ModelError
-from hpa_ray.train_data import DataError, crops_bytes, fold_datasets, read_folds
+from hpa_ray.train_data import DataError, check_cells, crops_bytes, fold_datasets, read_folds
 
 BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
 STATE = "state.pt"
@@ -244,6 +245,7 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     from hpa_ray.model import check_model_config
 
     check_model_config(cfg)
+    check_cells(storage.absolute(cells_dir))
     _ray.init_ray()
     run_dir, cells_dir = storage.absolute(run_dir), storage.absolute(cells_dir)
     fold_dir = storage.join(run_dir, f"fold-{fold}")
@@ -317,10 +319,17 @@ def _fold_trial(config: dict) -> None:
 
 def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfig) -> pd.DataFrame:
     """All `folds` in parallel, one Ray Tune trial each; returns each fold's best metrics."""
-    from ray import tune
 
+    check_cells(storage.absolute(cells_dir))
     _ray.init_ray()
     run_dir = storage.absolute(run_dir)
+    with owned_by_this_run(run_dir):
+        return _tune_folds(cells_dir, folds_csv, folds, run_dir, cfg)
+
+
+def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: TrainConfig) -> pd.DataFrame:
+    from ray import tune
+
     param_space = {"fold": tune.grid_search(folds), "train": cfg.model_dump(), "cells": storage.absolute(cells_dir),
                    "folds": storage.absolute(folds_csv), "run_dir": run_dir}  # fmt: skip
     # The trial's driver holds no CPU (its workers do): on a small machine a 1-CPU driver per
@@ -366,12 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
         run_dir = args.run_dir
         storage.makedirs(run_dir)
-        write_resolved(cfg, storage.join(run_dir, "config.yaml"))
-        if len(folds) == 1:
-            table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
-        else:
-            table = train_folds(args.cells, args.folds, folds, run_dir, cfg)
-    except (ConfigError, DataError, ModelError, ValueError) as exc:
+        with owned_by_this_run(run_dir):
+            write_resolved(cfg, storage.join(run_dir, "config.yaml"))
+            if len(folds) == 1:
+                table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
+            else:
+                table = train_folds(args.cells, args.folds, folds, run_dir, cfg)
+    except (ConfigError, DataError, ModelError, LockError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table[["fold", "epoch", "train_loss", "val_loss", "val_map"]].to_string(index=False))

@@ -16,9 +16,10 @@ import pandas as pd
 
 from hpa_ray import _ray, storage
 from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
+from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
 from hpa_ray.train import concurrent_trials, fit_fold
-from hpa_ray.train_data import DataError, read_folds
+from hpa_ray.train_data import DataError, check_cells, read_folds
 
 METRIC, MODE = "val_map", "max"
 EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
@@ -103,11 +104,13 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
     if cfg.fold not in set(read_folds(folds_csv).fold):
         raise DataError(f"fold {cfg.fold} is not in {folds_csv}")
     search_space(cfg)  # config errors before anything starts
+    check_cells(storage.absolute(cells))
     _ray.init_ray()
     run_dir = storage.absolute(run_dir)
     storage.makedirs(run_dir)
-    write_resolved(cfg, storage.join(run_dir, "tune_config.yaml"))
-    grid = _tuner(cells, folds_csv, run_dir, cfg, resume).fit()
+    with owned_by_this_run(run_dir):
+        write_resolved(cfg, storage.join(run_dir, "tune_config.yaml"))
+        grid = _tuner(cells, folds_csv, run_dir, cfg, resume).fit()
     if grid.num_terminated + grid.num_errors < cfg.num_samples:
         raise SearchInterrupted(f"search stopped with {grid.num_terminated} of {cfg.num_samples} trials done; "
                                 "run the same command with --resume to continue it")  # fmt: skip
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(TuneConfig, args.config, args.overrides)
         table = run_search(args.cells, args.folds, args.run_dir, cfg, args.resume)
-    except (ConfigError, DataError, ModelError) as exc:
+    except (ConfigError, DataError, ModelError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SearchInterrupted as exc:

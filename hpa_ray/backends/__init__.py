@@ -17,8 +17,10 @@ from typing import Protocol
 
 import numpy as np
 
-from hpa_ray.backends._common import downscale
+from hpa_ray.backends._common import BackendError, downscale
 from hpa_ray.config import SegmentConfig
+
+__all__ = ["BackendError", "build_backend", "build_postprocess", "build_preprocess", "check_backend", "wants_gpu"]
 
 
 class SegmentationBackend(Protocol):
@@ -56,6 +58,16 @@ def build_postprocess(cfg: SegmentConfig) -> Callable[[np.ndarray], np.ndarray]:
     from hpa_ray.backends.classical import segment_cells
 
     return partial(segment_cells, p=cfg.classical)
+
+
+def check_backend(cfg: SegmentConfig) -> None:
+    """On the driver, before any task: what every actor would fail on (model files missing, not
+    a model, a wrong SHA-256, a package missing) fails here, once, as a BackendError."""
+    if cfg.backend == "hpa":
+        from hpa_ray.backends.hpa import load_pickled_module
+
+        load_pickled_module(cfg.hpa.nuclei_model, cfg.hpa.nuclei_sha256, "nuclei_model")
+        load_pickled_module(cfg.hpa.cell_model, cfg.hpa.cell_sha256, "cell_model")
 
 
 def wants_gpu(cfg: SegmentConfig) -> bool:

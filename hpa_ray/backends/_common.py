@@ -1,9 +1,13 @@
-"""Array helpers shared by the backends."""
+"""What the backends share: their error, array helpers."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+
+class BackendError(RuntimeError):
+    """The backend cannot start (missing files or packages, wrong checksum)."""
 
 
 def downscale(image: np.ndarray, scale: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
 from hpa_ray import storage
-from hpa_ray.backends._common import drop_small
+from hpa_ray.backends._common import BackendError, drop_small
 from hpa_ray.config import HpaConfig
 from hpa_ray.schema import CHANNELS
 
@@ -31,10 +31,6 @@ _MEAN = np.array([124 / 255, 117 / 255, 104 / 255], np.float32)
 _STD = np.array([1 / (0.0167 * 255)] * 3, np.float32)
 _R, _G, _B, _Y = (CHANNELS.index(c) for c in ("red", "green", "blue", "yellow"))
 _PAD = 32  # the U-Net's total stride: inputs are padded to a multiple of it
-
-
-class BackendError(RuntimeError):
-    """The backend cannot start (missing files or packages, wrong checksum)."""
 
 
 def sha256_of(path: str | Path) -> str:
@@ -64,6 +60,8 @@ def load_pickled_module(path: str | None, sha256: str | None, what: str):
             f"hpa.{what}: {path} needs the Python package {exc.name!r} to unpickle; "
             f"HPA's models need pytorch_zoo: {PYTORCH_ZOO_INSTALL}"
         ) from None
+    except Exception as exc:  # a text file, a truncated download, another format: torch's errors vary
+        raise BackendError(f"hpa.{what}: {path} is not a pickled torch model ({type(exc).__name__}: {exc})") from None
     if isinstance(module, torch.nn.DataParallel):
         module = module.module
     if not isinstance(module, torch.nn.Module):
