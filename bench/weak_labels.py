@@ -53,7 +53,7 @@ def _tensor(crops: np.ndarray, mean, std) -> torch.Tensor:
 
 def train_cells(cfg: TrainConfig, crops, targets, rng) -> torch.nn.Module:
     mean, std = normalisation(cfg.model)
-    model = build_model(cfg)
+    model = build_model(cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     y = torch.from_numpy(targets.astype(np.float32))
@@ -63,7 +63,9 @@ def train_cells(cfg: TrainConfig, crops, targets, rng) -> torch.nn.Module:
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             x = _tensor(flip_batch(crops[idx], rng.random((len(idx), 3)) < 0.5), mean, std)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.mixed_precision is True):
+                logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -172,8 +174,12 @@ def main() -> None:
     parser.add_argument("--variants", default="cell,oracle")
     parser.add_argument("--crop", type=int, default=128, help="crops are resized to this side")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per data set")
-    parser.add_argument("--score", nargs="*", default=["fusion=cell"],
-                        help="predict settings to score each model with, each KEY=VALUE[,KEY=VALUE]")
+    parser.add_argument(
+        "--score",
+        nargs="*",
+        default=["fusion=cell"],
+        help="predict settings to score each model with, each KEY=VALUE[,KEY=VALUE]",
+    )
     parser.add_argument("--json")
     parser.add_argument(
         "--set",

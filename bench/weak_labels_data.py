@@ -1,7 +1,7 @@
 """Data for the weak-label experiments (`bench/weak_labels.py`): synthetic train and test sets,
 segmented as the demo segments them, each predicted cell matched to its true cell.
 
-    python bench/weak_labels_data.py OUT.npz --seed 11 [--crop 128] [--train 96] [--test 24] [SYNTH_KEY=VALUE ...]
+    python bench/weak_labels_data.py OUT.npz --seed 11 [--crop 128] [--train 96] [--test 24] [--set SYNTH_KEY=VALUE ...]
 
 The images are the demo's (`SynthConfig` at 2048 px, the same generator and seeds scheme),
 segmented with the `classical` backend in-process (the same functions the stage runs) and cut at
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=96)
     parser.add_argument("--test", type=int, default=24)
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("overrides", nargs="*", help="SynthConfig KEY=VALUE")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="SynthConfig KEY=VALUE")
     args = parser.parse_args()
     cfg = load_config(SynthConfig, None, [f"size={args.size}", *args.overrides])
     start = time.perf_counter()

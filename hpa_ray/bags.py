@@ -1,7 +1,8 @@
 """Bags: an image's cells, taken together (the `bag` training method).
 
-Cells stay one row per cell in Parquet; a bag is only a step of the training input. `sample_bags`
-draws the cells of each bag, `bag_table` / `bag_batch` turn per-image rows into padded tensors.
+Cells stay one row per cell in Parquet; a bag is only a step of the training input: Ray Data
+groups a fold's cells by image (`image_bags`: one row per image), and the workers' batch
+collation (`collate_bags`) draws each bag's cells (`sample_bags`), pads and masks them.
 """
 
 from __future__ import annotations

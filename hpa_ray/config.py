@@ -6,17 +6,35 @@ its resolved config beside its outputs (`write_resolved`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from hpa_ray import storage
 
 
 class ConfigError(ValueError):
     """A configuration file or override that does not fit the schema."""
+
+
+def _as_text(value):
+    """YAML reads 1234 as a number: a string field (a path, a hash) takes it as its text."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+Text = Annotated[str, BeforeValidator(_as_text)]
+
+
+def _sha256(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValueError(f"a SHA-256 is 64 hexadecimal digits, got {len(value)} characters (quote it in YAML)")
+    return value
+
+
+Sha256 = Annotated[Text | None, AfterValidator(_sha256)]
 
 
 class _Section(BaseModel):
@@ -62,7 +80,7 @@ class TrainConfig(_Section):
     pooling: Literal["attention", "lse", "max", "mean"] = "attention"  # bag: image logits from the bag's cells
     cell_loss_weight: float = Field(0.1, ge=0)  # bag: loss = image BCE + this × cell BCE
     lse_r: float = Field(5.0, gt=0)  # bag, pooling lse: sharpness (large: max, small: mean)
-    pretrained: str | None = None  # null (random), "imagenet" (download) or a local weights file
+    pretrained: Text | None = None  # null (random), "imagenet" (download) or a local weights file
     image_size: int | None = Field(None, ge=8)  # crops are resized to this; null: as cut (260)
     batch_size: int = Field(32, ge=1)  # per worker
     epochs: int = Field(10, ge=1)  # most epochs (early stopping may end sooner)
@@ -70,6 +88,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)  # Adam weight decay
     patience: int = Field(3, ge=1)  # epochs without a better val_map before stopping
     augment: bool = True  # transpose, horizontal and vertical flips, each p=0.5
+    shuffle_buffer: int = Field(2048, ge=0)  # training cells mixed in a random order each epoch (0: file order)
     cache_data: bool | Literal["auto"] = "auto"  # fold's crops kept in the object store; auto: if all fit in 1/4
     num_workers: int = Field(1, ge=1)  # Ray Train workers per fold (data-parallel)
     use_gpu: bool | Literal["auto"] = "auto"  # auto: when the cluster has GPUs
@@ -81,7 +100,7 @@ class TrainConfig(_Section):
     threads_per_worker: int = Field(1, ge=1)  # torch CPU threads per worker (one per CPU)
     seed: int = 0  # model initialisation and data order
     max_failures: int = Field(2, ge=0)  # worker-group restarts (from the last checkpoint)
-    storage_path: str | None = None  # Ray Train/Tune storage; null: RUN_DIR/ray_results
+    storage_path: Text | None = None  # Ray Train/Tune storage; null: RUN_DIR/ray_results
     fail_at_epoch: int | None = None  # tests: kill a worker once at this epoch (fault injection)
 
     @field_validator("model")
@@ -135,10 +154,10 @@ class ClassicalConfig(_Section):
 
 
 class HpaConfig(_Section):
-    nuclei_model: str | None = None  # path to dpn_unet_nuclei_v1.pth (a pickled module)
-    cell_model: str | None = None  # path to dpn_unet_cell_3ch_v1.pth (a pickled module)
-    nuclei_sha256: str | None = None  # expected SHA-256 of nuclei_model, checked when set
-    cell_sha256: str | None = None  # expected SHA-256 of cell_model, checked when set
+    nuclei_model: Text | None = None  # path to dpn_unet_nuclei_v1.pth (a pickled module)
+    cell_model: Text | None = None  # path to dpn_unet_cell_3ch_v1.pth (a pickled module)
+    nuclei_sha256: Sha256 = None  # expected SHA-256 of nuclei_model, checked when set
+    cell_sha256: Sha256 = None  # expected SHA-256 of cell_model, checked when set
     scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image
     device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: CUDA when the actor has a GPU
     nucleus_threshold: float = Field(0.4, gt=0, lt=1)  # interior probability for nucleus seeds
@@ -170,8 +189,10 @@ class PredictConfig(_Section):
     use_gpu: bool | Literal["auto"] = "auto"  # classify in GPU actors; auto: when the cluster has GPUs
     actors: int | Literal["auto"] = "auto"  # GPU classifier actors; auto: one per GPU
     actor_num_gpus: float = Field(0.5, gt=0, le=1)  # GPU share per classifier actor (hpa segmentation may share it)
-    fusion: Literal["product", "blend", "cell"] = "product"  # bag models: cell × image, a blend, or the cell alone
-    image_weight: float = Field(0.3, ge=0, le=1)  # fusion blend: weight of the image prediction
+    # A cell's confidence with its image's (bag models: the image head; cell models: the image's
+    # most confident cell): blend (1 - w) cell + w image, product cell × image, or cell alone.
+    fusion: Literal["blend", "product", "cell"] = "blend"
+    image_weight: float = Field(0.7, ge=0, le=1)  # fusion blend: w, the weight of the image prediction
     negative: Literal["model", "complement"] = "model"  # Negative: the model's, or 1 - the top other class
     border_weight: float = Field(1.0, ge=0, le=1)  # confidences × this for cells cut by the image border
     small_cell_weight: float = Field(1.0, ge=0, le=1)  # confidences × this for small cells …
@@ -191,6 +212,23 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     tree[keys[-1]] = value
 
 
+_MAX_YAML = 1 << 20  # bytes: no configuration file is this large
+
+
+def safe_yaml(text: str, source: str):
+    """YAML → Python values, safely: plain YAML only (no tags that run code), no aliases (an
+    alias bomb expands a few hundred bytes into gigabytes), at most 1 MiB. ConfigError naming
+    `source` otherwise."""
+    if len(text) > _MAX_YAML:
+        raise ConfigError(f"{source}: {len(text)} bytes; a configuration is at most {_MAX_YAML}")
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ConfigError(f"{source}: YAML aliases (*name) are not accepted in configuration")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML (plain values only): {exc}") from None
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """["classical.scale=0.5", "crop_size=128"] → nested dict, values parsed as YAML."""
     tree: dict = {}
@@ -198,7 +236,10 @@ def parse_overrides(overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. classical.scale=0.5)")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        value = safe_yaml(raw, f"override {key.strip()}")
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) != raw.strip():
+            value = raw.strip()  # digits YAML would change (leading zeros, octal): a hash, an ID
+        _set_dotted(tree, key.strip(), value)
     return tree
 
 
@@ -230,11 +271,11 @@ def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[
     if path is not None:
         source = str(path)
         try:
-            data = yaml.safe_load(storage.read_text(path)) or {}
+            data = safe_yaml(storage.read_text(path), str(path)) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     if overrides:

@@ -14,12 +14,12 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from hpa_ray import _ray
+from hpa_ray.backbones import backbone_names
 from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig, SynthConfig, TrainConfig, TuneConfig
 from hpa_ray.evaluate import evaluate, read_truth
 from hpa_ray.folds import make_folds, read_label_matrix
@@ -47,16 +47,18 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(96, 24, image_size=2048, crop_size=64, folds=3, model="tiny", epochs=24,
-                     search_trials=4, search_epochs=4),
+    "full": DemoSize(96, 24, image_size=2048, crop_size=128, folds=3, model="small", epochs=24,
+                     search_trials=3, search_epochs=2),
     "quick": DemoSize(8, 3, image_size=1024, crop_size=48, folds=2, model="tiny", epochs=2,
                       search_trials=2, search_epochs=1),
 }  # fmt: skip
 
 
-def _step(name: str) -> float:
-    print(f"\n== {name}", flush=True)
-    return time.perf_counter()
+_START = [time.perf_counter()]
+
+
+def _step(name: str) -> None:
+    print(f"\n== [{time.perf_counter() - _START[0]:4.0f} s] {name}", flush=True)
 
 
 def _gpu_share(folds: int) -> float:
@@ -113,6 +115,7 @@ def _evaluate(outputs: dict, images: pd.DataFrame, out: Path) -> dict:
 def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | None = None) -> dict[str, Path]:
     """Run every stage into `out`; returns where each output lies."""
     out = Path(out)
+    _START[0] = time.perf_counter()
     size = SIZES["quick" if quick else "full"]
     if model:
         size = replace(size, model=model)
@@ -160,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a few minutes), for tests")
-    parser.add_argument("--model", choices=list(get_args(TrainConfig.model_fields["model"].annotation)),
-                        help="classifier (default tiny: a small CNN that learns in minutes on 2 CPU cores; "
+    parser.add_argument("--model", choices=backbone_names(),
+                        help="classifier backbone (default small: a CNN that learns in minutes on 2 CPU cores; "
                         "efficientnet-b2 wants a GPU)")  # fmt: skip
     args = parser.parse_args(argv)
     start = time.perf_counter()

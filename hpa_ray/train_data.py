@@ -92,6 +92,29 @@ def _select(table: pa.Table, image_ids: pa.Array) -> pa.Table:
     return table.filter(keep)
 
 
+def check_cells(cells_dir: str) -> int:
+    """Every Parquet part under cells_dir opens and holds the training columns; → the number of
+    parts. DataError naming the first broken part (a truncated file would otherwise fail a
+    training worker minutes later, without its name)."""
+    import pyarrow.parquet as pq
+
+    parts = storage.list_files(cells_dir, "*.parquet", recursive=True)
+    if not parts:
+        raise DataError(f"no cells (*.parquet) under {cells_dir}: run python -m hpa_ray.segment first")
+    fs, _ = storage.resolve(cells_dir)
+    for part in parts:
+        try:
+            with fs.open_input_file(storage.resolve(part.path)[1]) as f:
+                names = pq.ParquetFile(f).schema_arrow.names
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(f"{part.path}: not a readable Parquet file ({exc}); segment again into that "
+                            "directory (it redoes the image) or remove the file") from None  # fmt: skip
+        missing = {"image_id", "crop", "labels"} - set(names)
+        if missing:
+            raise DataError(f"{part.path}: no column(s) {sorted(missing)}: not a cells file of hpa_ray.segment")
+    return len(parts)
+
+
 def crops_bytes(cells_dir: str) -> int:
     """Bytes of every crop under cells_dir, from the Parquet metadata (nothing is read)."""
     dataset = storage.parquet_dataset(cells_dir)
@@ -113,14 +136,16 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: in
         raise DataError(f"fold {fold} is not in the folds file (folds: {sorted(set(folds.fold))})")
     cells = ray.data.read_parquet(cells_dir, columns=["image_id", "crop", "labels"])
     out = []
-    for ids, aug in ((folds.image_id[folds.fold != fold], augment), (folds.image_id[folds.fold == fold], False)):
+    for ids, training in ((folds.image_id[folds.fold != fold], True), (folds.image_id[folds.fold == fold], False)):
         ds = cells.map_batches(_select, fn_kwargs={"image_ids": pa.array(ids.tolist())}, batch_format="pyarrow")
         if bags:
             ds = ds.groupby("image_id").map_groups(image_bags, batch_format="pyarrow")
         if cache:
             ds = ds.materialize()
+        if training:  # blocks in a new order each epoch (the workers' shuffle buffer mixes within)
+            ds = ds.randomize_block_order()
         if not bags:
-            ds = ds.map_batches(prepare_batch, fn_kwargs={"image_size": image_size, "augment": aug},
+            ds = ds.map_batches(prepare_batch, fn_kwargs={"image_size": image_size, "augment": augment and training},
                                 batch_format="pyarrow", batch_size=256)  # fmt: skip
         out.append(ds)
     return tuple(out)

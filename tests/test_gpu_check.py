@@ -25,6 +25,7 @@ FIELDS = {
     "predict": ("images", "cells", "images_per_s", "gpu_classifier"),
     "demo": ("model", "wall_s", "mAP", "prior_mAP", "per_class_ap"),
     "train_compile": ("bare_step_images_per_s", "end_to_end_images_per_s", "ratio", "compile"),
+    "train_bag": ("bare_step_images_per_s", "end_to_end_images_per_s", "ratio", "method"),
 }  # fmt: skip
 
 
@@ -48,6 +49,7 @@ def test_every_step_writes_every_field(tmp_path):
     assert report["steps"]["predict"]["result"]["cells"] > 0
     assert 0 <= report["steps"]["demo"]["result"]["mAP"] <= 1
     assert report["steps"]["train_compile"]["result"]["compile"] is True
+    assert report["steps"]["train_bag"]["result"]["method"] == "bag"
     assert (tmp_path / "out" / "gpu_check.log").stat().st_size > 0
     assert not (tmp_path / "out" / "work").exists(), "scratch data is removed"
 
