@@ -18,7 +18,7 @@ from hpa_ray.config import TrainConfig
 from hpa_ray.metrics import per_class_ap
 from hpa_ray.model import bag_loss
 from hpa_ray.schema import NUM_CLASSES
-from hpa_ray.train_data import normalise
+from hpa_ray.train_data import CellCollate, normalise
 
 
 class CellMethod:
@@ -28,34 +28,33 @@ class CellMethod:
         self.cfg, self.device, self.mean, self.std, self.channels_last = cfg, device, mean, std, channels_last
 
     def batches(self, shard, train: bool):
-        import torch
-
+        cfg = self.cfg
         # Compiled: a last, smaller batch would compile the model a second time.
-        return shard.iter_torch_batches(batch_size=self.cfg.batch_size, device=self.device,
-                                        drop_last=train and self.cfg.compile,
-                                        local_shuffle_buffer_size=_shuffle(self.cfg.shuffle_buffer, train),
-                                        dtypes={"crop": torch.uint8, "labels": torch.float32,
-                                                "image": torch.int64})  # fmt: skip
+        return shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=train and cfg.compile,
+                                        collate_fn=CellCollate(cfg.image_size, train and cfg.augment),
+                                        local_shuffle_buffer_size=_shuffle(cfg.shuffle_buffer, train))  # fmt: skip
 
     def _inputs(self, batch):
         import torch
 
-        x = normalise(batch["crop"], self.mean, self.std)
+        x = normalise(batch["crop"].to(self.device, non_blocking=True), self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def loss(self, model, batch):
         import torch
 
-        return torch.nn.functional.binary_cross_entropy_with_logits(model(self._inputs(batch)).float(), batch["labels"])
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(self._inputs(batch)).float(), labels)
 
     def outputs(self, model, batch) -> dict[str, np.ndarray]:
         """Validation: per cell, its probabilities, its image's labels and its image."""
         import torch
 
         logits = model(self._inputs(batch)).float()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
+        labels = batch["labels"].to(self.device)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
         return {"loss": np.array([loss.item()]), "cell": torch.sigmoid(logits).cpu().numpy(),
-                "cell_labels": batch["labels"].cpu().numpy(), "image_of": batch["image"].cpu().numpy()}  # fmt: skip
+                "cell_labels": batch["labels"].numpy(), "image_of": batch["image"].numpy()}  # fmt: skip
 
     def items(self, batch) -> int:
         return len(batch["crop"])

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from ray.data.collate_fn import ArrowBatchCollateFn
 
 from hpa_ray import storage
 from hpa_ray.bags import image_bags
@@ -87,6 +88,20 @@ def prepare_batch(table: pa.Table, image_size: int | None, augment: bool) -> dic
             "image": image_codes(table.column("image_id").to_pylist())}  # fmt: skip
 
 
+class CellCollate(ArrowBatchCollateFn):
+    """In the training worker's prefetch thread: an Arrow batch of cells → torch tensors
+    (`prepare_batch`: flips when augmenting, resize). Augmenting here instead of in a Ray Data
+    map saves each epoch a round of tasks and object-store copies (docs/benchmarks.md)."""
+
+    def __init__(self, image_size: int | None, augment: bool):
+        self.image_size, self.augment = image_size, augment
+
+    def __call__(self, batch: pa.Table) -> dict:
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in prepare_batch(batch, self.image_size, self.augment).items()}
+
+
 def _select(table: pa.Table, image_ids: pa.Array) -> pa.Table:
     keep = pc.and_(pc.is_in(table.column("image_id"), value_set=image_ids), pc.is_valid(table.column("labels")))
     return table.filter(keep)
@@ -125,8 +140,9 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: in
                   cache: bool = False, bags: bool = False):  # fmt: skip
     """(train, val) Ray Datasets for one fold: images of `fold` validate, the others train.
 
-    cache: read and split the cells once and keep the fold's crops in the object store; each
-    epoch then only augments (without it, each epoch lists, reads and filters the Parquet again).
+    cache: read and split the cells once and keep the fold's crops in the object store (without
+    it, each epoch lists, reads and filters the Parquet again). Rows stay cells (image_id, crop,
+    labels): the worker's batch collation augments them (`CellCollate`).
     bags: one row per image (`hpa_ray.bags.image_bags`: its cells grouped by Ray Data); the
     worker's batch collation draws the bags and augments (`hpa_ray.bags.collate_bags`).
     """
@@ -144,9 +160,6 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: in
             ds = ds.materialize()
         if training:  # blocks in a new order each epoch (the workers' shuffle buffer mixes within)
             ds = ds.randomize_block_order()
-        if not bags:
-            ds = ds.map_batches(prepare_batch, fn_kwargs={"image_size": image_size, "augment": augment and training},
-                                batch_format="pyarrow", batch_size=256)  # fmt: skip
         out.append(ds)
     return tuple(out)
 

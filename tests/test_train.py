@@ -16,7 +16,7 @@ from hpa_ray.model import ModelError, build_model
 from hpa_ray.segment import run_segment
 from hpa_ray.synth import generate
 from hpa_ray.train import fit_fold, main, train_folds
-from hpa_ray.train_data import fold_datasets
+from hpa_ray.train_data import CellCollate, fold_datasets
 
 CROP = 64
 FAST = dict(model="tiny", batch_size=32, lr=3e-3, cpus_per_worker=0.5, patience=10)
@@ -131,7 +131,9 @@ def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells):
 
     def passes(cache: bool, augment: bool, n: int = 2) -> list[np.ndarray]:
         train, _ = fold_datasets(str(cells["cells"]), folds, 0, None, augment, cache=cache)
-        return [np.concatenate([b["crop"] for b in train.iter_batches(batch_size=None)]) for _ in range(n)]
+        collate = CellCollate(None, augment)  # what the training worker's batches go through
+        return [np.concatenate([b["crop"].numpy() for b in train.iter_torch_batches(batch_size=64, collate_fn=collate)])
+                for _ in range(n)]  # fmt: skip
 
     def by_content(crops: np.ndarray) -> np.ndarray:
         return crops[np.argsort([hash(c.tobytes()) for c in crops])]
