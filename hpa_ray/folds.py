@@ -11,6 +11,7 @@ closer to its ideal share (on the real 21,806-image label file: worst deviation 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -24,21 +25,38 @@ from hpa_ray.config import ConfigError, FoldsConfig, load_config, write_resolved
 from hpa_ray.images import InputError, read_labels_csv
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES, parse_labels
 
+log = logging.getLogger(__name__)
+
 
 def read_label_matrix(path: str | Path) -> tuple[list[str], np.ndarray]:
     """labels CSV → (image IDs, (N, NUM_CLASSES) uint8 multi-hot); InputError names the line."""
     df = read_labels_csv(path)
     ids = [str(i).strip() for i in df["ID"]]
-    if len(set(ids)) != len(ids):
-        dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
-        raise InputError(f"{path}: ID {dup!r} appears more than once")
     y = np.zeros((len(df), NUM_CLASSES), np.uint8)
     for row, text in enumerate(df["Label"]):
         try:
             y[row] = parse_labels(text)
         except ValueError as exc:
             raise InputError(f"{path} line {row + 2}: {exc}") from None
-    return ids, y
+    keep = _first_of_repeats(ids, y, path)
+    return [ids[i] for i in keep], y[keep]
+
+
+def _first_of_repeats(ids: list[str], y: np.ndarray, path) -> np.ndarray:
+    """Row indices keeping each ID once. An ID listed again with the same labels is one image
+    (a warning, as segment does); with other labels, InputError."""
+    frame = pd.DataFrame({"id": ids, "labels": [row.tobytes() for row in y]})
+    repeated = frame[frame.id.duplicated(keep=False)]
+    if repeated.empty:
+        return np.arange(len(ids))
+    conflicting = repeated.groupby("id").labels.nunique()
+    if (conflicting > 1).any():
+        dup = conflicting[conflicting > 1].index[0]
+        lines = (frame.index[frame.id == dup] + 2).tolist()
+        raise InputError(f"{path}: ID {dup!r} appears on lines {lines} with different labels")
+    log.warning("%s: %d ID(s) listed more than once with the same labels (e.g. %s); each counted once",
+                path, repeated.id.nunique(), repeated.id.iloc[0])  # fmt: skip
+    return np.flatnonzero(~frame.id.duplicated().to_numpy())
 
 
 def _stratify(y: np.ndarray, n_folds: int, order: int, seed: int) -> np.ndarray:

@@ -8,6 +8,7 @@ Nothing here raises for one bad image: it is reported and skipped.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import pandas as pd
 
 from hpa_ray import storage
 from hpa_ray.schema import CHANNELS, IMAGE_EXTENSIONS, check_image_id, format_labels, parse_labels
+
+log = logging.getLogger(__name__)
 
 _FILE_RE = re.compile(r"^(?P<id>.+)_(?P<ch>red|green|blue|yellow)(?P<ext>\.[A-Za-z]+)$")
 
@@ -74,6 +77,19 @@ def _channel_paths(image_id: str, files: dict[str, list[str]]) -> list[str]:
     return [files[c][0] for c in CHANNELS]
 
 
+def _check_repeats(image_id: str, labels: str, texts, labels_csv, lines: list[int]) -> None:
+    """An ID listed more than once: the same labels each time is one image (a warning); other
+    labels are a contradiction the image is refused for (ImageError)."""
+    try:
+        same = all(format_labels(parse_labels(t)) == labels for t in texts)
+    except ValueError as exc:
+        raise ImageError(f"{labels_csv}: ID listed on lines {lines}, one with bad labels: {exc}") from None
+    if not same:
+        raise ImageError(f"ID appears {len(lines)} times in {labels_csv} with different labels (lines {lines})")
+    log.warning("%s: ID %s is listed %d times with the same labels (lines %s); run once",
+                labels_csv, image_id, len(lines), lines)  # fmt: skip
+
+
 def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> Listing:
     """Match image files to IDs (from the CSV when given, else from the directory)."""
     input_dir = str(input_dir)
@@ -95,9 +111,9 @@ def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> 
         try:
             if reason := check_image_id(image_id):
                 raise ImageError(f"refused: {reason}")
-            if len(lines) > 1:
-                raise ImageError(f"ID appears {len(lines)} times in {labels_csv} (lines {lines})")
             labels = format_labels(parse_labels(label_text)) if labels_csv is not None else ""
+            if len(lines) > 1:
+                _check_repeats(image_id, labels, df["Label"].iloc[[n - 2 for n in lines]], labels_csv, lines)
             paths = _channel_paths(image_id, found.get(image_id, {}))
         except ImageError as exc:
             listing.refused.append({"image_id": image_id, "error": str(exc)})

@@ -70,6 +70,16 @@ def _concurrency(cfg: TuneConfig) -> int:
     return concurrent_trials(cfg.train, cfg.num_samples)
 
 
+def _sampler(seed: int):
+    """Optuna's TPE with every setting whose default moved between releases stated (Optuna 5
+    made multivariate TPE with constant liar the default): a seeded search proposes the same
+    trials under any Optuna in requirements.txt's range."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True,
+                                      constant_liar=True)  # fmt: skip
+
+
 def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -93,7 +103,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
         param_space=search_space(cfg),
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=scheduler,
-            search_alg=OptunaSearch(seed=cfg.seed), max_concurrent_trials=_concurrency(cfg),
+            search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results),
     )  # fmt: skip

@@ -5,14 +5,39 @@
 #   RAY_ADDRESS=http://127.0.0.1:8265 jobs/pipeline.sh s3://my-bucket/hpa
 # Outputs: ROOT/out/{segment,folds.csv,search,runs/b2,submission.csv}. Each stage resumes or
 # can be rerun alone with its own script.
+# Exit status: 0 all done; 3 segment or predict left some images out (said which), the rest
+# done; any other: the stage named on stderr failed (2: unusable inputs or configuration) and
+# the pipeline stopped there.
 # Ray's token authentication (its default) needs RAY_AUTH_MODE=token in the environment too.
-set -euo pipefail
+set -uo pipefail
 root=$1
 out=$root/out
-here=$(dirname "$0")
-# segment and predict exit non-zero when some images failed; the others are done, so go on
-"$here/segment.sh" "$root/train" "$root/train.csv" "$out/segment" --config conf/cluster/segment.yaml || true
-"$here/folds.sh" "$root/train.csv" "$out/folds.csv"
-"$here/tune.sh" "$out/segment/cells" "$out/folds.csv" "$out/search"
-"$here/train.sh" "$out/segment/cells" "$out/folds.csv" "$out/runs/b2" --config "$out/search/best_config.yaml"
-"$here/predict.sh" "$root/test" "$out/runs/b2" "$out/submission.csv" --ids "$root/sample_submission.csv" || true
+stages=${HPA_RAY_STAGES:-$(dirname "$0")}  # the stage scripts (tests put stand-ins here)
+partial=0
+
+# stage NAME SCRIPT ARGS...: 0 goes on; 3 from segment or predict (some images failed, the
+# others are done) goes on and is remembered; anything else stops the pipeline with that status.
+stage() {
+    local name=$1 script=$2 status=0
+    shift 2
+    echo "pipeline: $name" >&2
+    "$stages/$script" "$@" || status=$?
+    if [ "$status" -eq 3 ] && { [ "$name" = segment ] || [ "$name" = predict ]; }; then
+        echo "pipeline: $name: some images failed (exit 3, listed above); the others are done, going on" >&2
+        partial=3
+    elif [ "$status" -eq 2 ]; then
+        echo "pipeline: $name: unusable inputs or configuration (exit 2, error above); stopping" >&2
+        exit 2
+    elif [ "$status" -ne 0 ]; then
+        echo "pipeline: $name failed (exit $status); stopping" >&2
+        exit "$status"
+    fi
+}
+
+stage segment segment.sh "$root/train" "$root/train.csv" "$out/segment" --config conf/cluster/segment.yaml
+stage folds folds.sh "$root/train.csv" "$out/folds.csv"
+stage tune tune.sh "$out/segment/cells" "$out/folds.csv" "$out/search"
+stage train train.sh "$out/segment/cells" "$out/folds.csv" "$out/runs/b2" --config "$out/search/best_config.yaml"
+stage predict predict.sh "$root/test" "$out/runs/b2" "$out/submission.csv" --ids "$root/sample_submission.csv"
+echo "pipeline: done; submission $out/submission.csv" >&2
+exit "$partial"

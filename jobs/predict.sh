@@ -4,8 +4,9 @@
 # Exit status 3: some images failed (their rows are empty).
 # Ray's token authentication (its default) needs RAY_AUTH_MODE=token in the environment too.
 set -euo pipefail
+. "$(dirname "$0")/_submit.sh"
 images=$1 models=$2 output=$3
 shift 3
-exec ray job submit --working-dir . -- \
+submit \
   python -m hpa_ray.predict --images "$images" --models "$models" --output "$output" \
   --config conf/cluster/predict.yaml "$@"

@@ -4,8 +4,9 @@
 # Paths: s3://… or gs://… URIs (or a mount every node shares). Exit status 3: some images failed.
 # Ray's token authentication (its default) needs RAY_AUTH_MODE=token in the environment too.
 set -euo pipefail
+. "$(dirname "$0")/_submit.sh"
 input_dir=$1 labels=$2 output_dir=$3
 shift 3
-exec ray job submit --working-dir . -- \
+submit \
   python -m hpa_ray.segment --input-dir "$input_dir" --labels "$labels" --output-dir "$output_dir" \
   --config conf/segment.yaml "$@"

@@ -51,7 +51,7 @@ def test_cli_writes_folds_balance_and_config(shared_data, tmp_path, capsys):
         ("", "is empty"),
         ("ID,Labels\na,1\n", "lacks column"),
         ("ID,Label\na,1\nb,19\n", "line 3: label '19'"),
-        ("ID,Label\na,1\na,2\n", "appears more than once"),
+        ("ID,Label\na,1\na,2\n", "with different labels"),
     ],
 )
 def test_bad_label_files(tmp_path, content, message, capsys):
@@ -68,3 +68,11 @@ def test_too_few_images(tmp_path):
     path.write_text("ID,Label\na,1\nb,2\n")
     with pytest.raises(InputError, match="cannot make 5 folds"):
         make_folds(read_label_matrix(path)[1], FoldsConfig())
+
+
+def test_an_id_repeated_with_the_same_labels_counts_once(tmp_path, capsys):
+    path = tmp_path / "labels.csv"
+    path.write_text("ID,Label\na,1|2\nb,3\na,2|1\n")
+    ids, y = read_label_matrix(path)
+    assert ids == ["a", "b"] and y[0, [1, 2]].tolist() == [1, 1] and y.sum() == 3
+    assert "listed more than once with the same labels" in capsys.readouterr().err

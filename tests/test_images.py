@@ -40,6 +40,7 @@ def test_listing_with_labels_reports_each_bad_row(tmp_path):
     assert listing.jobs[0]["labels_text"] == "0|5|8"
     errors = {r["image_id"]: r["error"] for r in listing.refused}
     assert "appears 2 times" in errors["dup"] and "lines [3, 4]" in errors["dup"]
+    assert "different labels" in errors["dup"]
     assert "line 5" in errors["badlab"] and "'19'" in errors["badlab"]
     assert "path separator" in errors["../up"]
     assert "more than one file" in errors["two"]
@@ -88,3 +89,12 @@ def test_decode_errors_say_what_and_where(tmp_path):
     cv2.imwrite(sizes[2], np.zeros((16, 32), np.uint8))
     with pytest.raises(ImageError, match="channel sizes differ: .*blue 32x16"):
         read_image(sizes)
+
+
+def test_an_image_listed_twice_with_the_same_labels_runs_once(tmp_path, capsys):
+    _write(tmp_path, "a")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("ID,Label\na,5|0\na,0|5\n")
+    listing = list_images(tmp_path, csv)
+    assert [j["image_id"] for j in listing.jobs] == ["a"] and not listing.refused
+    assert listing.jobs[0]["labels_text"] == "0|5" and "listed 2 times with the same labels" in capsys.readouterr().err

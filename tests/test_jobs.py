@@ -73,3 +73,32 @@ def test_segmentation_job_on_a_separate_head(head, synth_set, tmp_path):
     assert "SUCCEEDED" in listed.stdout
     manifest = pd.read_parquet(out / "images.parquet")
     assert len(manifest) == 6 and (manifest.status == "ok").all() and manifest.n_cells.sum() > 0
+
+
+def _stand_in_stages(directory: Path, statuses: dict[str, int]) -> Path:
+    """Stage scripts that record their call and end with the given exit status."""
+    directory.mkdir()
+    for name in ("segment", "folds", "tune", "train", "predict"):
+        script = directory / f"{name}.sh"
+        script.write_text(f'#!/usr/bin/env bash\necho {name} >> "{directory}/calls"\nexit {statuses.get(name, 0)}\n')
+        script.chmod(0o755)
+    return directory
+
+
+@pytest.mark.parametrize(
+    "statuses, exit_status, calls, said",
+    [
+        ({}, 0, ["segment", "folds", "tune", "train", "predict"], "done"),
+        ({"segment": 3}, 3, ["segment", "folds", "tune", "train", "predict"], "segment: some images failed"),
+        ({"predict": 3}, 3, ["segment", "folds", "tune", "train", "predict"], "predict: some images failed"),
+        ({"segment": 2}, 2, ["segment"], "segment: unusable inputs or configuration"),
+        ({"tune": 3}, 3, ["segment", "folds", "tune"], "tune failed (exit 3); stopping"),
+        ({"train": 1}, 1, ["segment", "folds", "tune", "train"], "train failed (exit 1); stopping"),
+    ],
+)
+def test_pipeline_goes_on_after_3_and_stops_after_2_or_other(tmp_path, statuses, exit_status, calls, said):
+    stages = _stand_in_stages(tmp_path / "stages", statuses)
+    run = subprocess.run(["bash", "jobs/pipeline.sh", str(tmp_path / "root")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "HPA_RAY_STAGES": str(stages)})  # fmt: skip
+    assert run.returncode == exit_status, run.stderr
+    assert (stages / "calls").read_text().split() == calls and said in run.stderr, run.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,3 +60,23 @@ def test_interrupted_search_resumes(cells, tmp_path):  # noqa: F811
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     table = pd.read_csv(run_dir / "trials.csv")
     assert len(table) == 3 and table.trial_id.is_unique
+
+
+def test_seeded_sampler_states_its_settings_and_repeats():
+    import optuna
+
+    from hpa_ray.tune import _sampler
+
+    def proposals(seed: int) -> list[float]:
+        study = optuna.create_study(direction="maximize", sampler=_sampler(seed))
+        values = []
+        for _ in range(12):  # past the random start-up trials, into TPE proper
+            trial = study.ask()
+            values.append(trial.suggest_float("lr", 1e-4, 1e-2, log=True))
+            study.tell(trial, -abs(np.log10(values[-1]) + 2.5))
+        return values
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert proposals(3) == proposals(3) and proposals(3) != proposals(4)
+    sampler = _sampler(3)
+    assert sampler._multivariate is True and sampler._constant_liar is True  # Optuna 5's defaults, stated
