@@ -68,8 +68,9 @@ def test_segment_cli_in_a_fresh_process(synth_set, tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_model_beats_the_prior(tmp_path):
-    """The README's main command at its default size (~5 min on 2 cores)."""
+    """The README's main command at its default size (~8 min on 2 cores). The bar is below what
+    it scored on unseen seeds (0.70–0.80, docs/quality.md) by more than one run's spread."""
     out = _run("-m", "hpa_ray", "demo", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-3000:]
     scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
-    assert scores["mAP"] >= max(1.5 * scores["prior_mAP"], scores["prior_mAP"] + 0.1), scores
+    assert scores["mAP"] >= max(2 * scores["prior_mAP"], 0.5), scores
