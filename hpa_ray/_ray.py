@@ -21,8 +21,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    from hpa_ray import console
+
+    echo = not console.quiet()  # a quiet CLI leaves the workers' output in Ray's session logs
     if address:
-        ray.init(address=address, log_to_driver=True)
+        console.after_ray_init(ray.init(address=address, log_to_driver=echo))
         return
     # Ray's own actors find their cluster by RAY_ADDRESS or by looking for running GCS processes;
     # with a second Ray on the machine the lookup fails (Ray Train's placement-group cleaner then
@@ -31,10 +34,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     port = _free_port()
     os.environ[_GCS_PORT] = str(port)
     try:
-        ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}})  # fmt: skip
+        context = ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=echo,
+                           runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}})  # fmt: skip
     finally:
         os.environ.pop(_GCS_PORT, None)
+    console.after_ray_init(context)
 
 
 def _free_port() -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray
+from hpa_ray import _ray, console
 from hpa_ray.backbones import backbone_names
 from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig, SynthConfig, TrainConfig, TuneConfig
 from hpa_ray.evaluate import evaluate, read_truth
@@ -170,12 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=backbone_names(),
                         help="classifier backbone (default small: a CNN that learns in minutes on 2 CPU cores; "
                         "efficientnet-b2 wants a GPU)")  # fmt: skip
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    log_file = console.log_file_for(args.out, "demo")
+    console.setup(log_file, args.verbose)
     start = time.perf_counter()
     outputs = run_demo(args.out, args.seed, args.quick, args.model)
     scores = json.loads(outputs["evaluation"].read_text())
     print(f"\n== demo finished in {time.perf_counter() - start:.0f} s: mAP {scores['mAP']:.4f}, "
           f"prior-only {scores['prior_mAP']:.4f}; outputs:")  # fmt: skip
-    for name, path in outputs.items():
+    for name, path in {**outputs, **({"log": log_file} if console.quiet() else {})}.items():
         print(f"  {name:16s} {path}")
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray, storage
+from hpa_ray import _ray, console, storage
 from hpa_ray._sink import read_ipc
 from hpa_ray.backends import BackendError, check_backend, wants_gpu
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
@@ -257,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ids", help="CSV with an ID column (e.g. sample_submission.csv): a row for each, in order")
     parser.add_argument("--config", help="YAML PredictConfig (conf/predict.yaml)")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. top_k=3 segment.hpa.cell_model=PATH")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.setup(console.log_file_for(storage.parent(storage.absolute(args.output)), "predict"), args.verbose)
     try:
         cfg = load_config(PredictConfig, args.config, args.overrides)
         result = run_predict(args.images, args.models, args.output, cfg, args.ids)

@@ -1,8 +1,8 @@
 """Pictures of a run's inputs and outputs, and one index.html that shows them (`python -m hpa_ray.report`).
 
 Each part appears when its input is given: labels (a labels CSV), rare-class cells and
-segmentation (a segment output directory), folds, training (a train run directory), evaluation
-(a truth Parquet and a submission). Headless: matplotlib's Agg, no notebook, no server.
+segmentation (a segment output directory), folds, training (a train run directory), search (a
+tune run directory), evaluation (a truth Parquet and a submission). Headless: matplotlib's Agg, no notebook, no server.
 The inputs may be local or object storage (`s3://…`); the page and its PNGs are written locally.
 """
 
@@ -213,7 +213,8 @@ def _index(sections: list[Section], out: Path) -> Path:
     return out / "index.html"
 
 
-def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, truth=None, submission=None) -> Path:
+def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, truth=None, submission=None,
+               search_dir=None) -> Path:  # fmt: skip
     """Write the figures for the inputs given and out/index.html; returns its path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,6 +227,10 @@ def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, tru
         sections.append(_folds(str(folds), str(labels) if labels else None, out))
     if run_dir:
         sections.append(_training(str(run_dir), out))
+    if search_dir:
+        from hpa_ray.report_search import search_section
+
+        sections.append(search_section(str(search_dir), out))
     if truth and submission:
         sections.append(_evaluation(str(truth), str(submission), out))
     return _index([s for s in sections if s is not None], out)
@@ -240,12 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", help="a train run directory (fold-K/metrics.csv)")
     parser.add_argument("--truth", help="per-cell truth Parquet (with --submission)")
     parser.add_argument("--submission", help="submission CSV (with --truth)")
+    parser.add_argument("--search-dir", help="a tune run directory (trials.csv, trials/): curves, parameters, best")
     args = parser.parse_args(argv)
     if bool(args.truth) != bool(args.submission):
         parser.error("--truth and --submission go together")
     try:
         index = run_report(
-            args.out, args.labels, args.segment_dir, args.folds, args.run_dir, args.truth, args.submission
+            args.out,
+            args.labels,
+            args.segment_dir,
+            args.folds,
+            args.run_dir,
+            args.truth,
+            args.submission,
+            args.search_dir,
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

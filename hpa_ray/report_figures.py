@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES  # noqa: E402
 
@@ -179,4 +180,46 @@ def per_class_ap(ap: pd.DataFrame, title: str, path: Path) -> Path:
     ax.set_xlabel("average precision")
     ax.legend(fontsize=8)
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def search_curves(curves: dict[str, pd.DataFrame], trials: pd.DataFrame, max_epochs: int, metric: str,
+                  path: Path) -> Path:  # fmt: skip
+    """trial ID → per-epoch metrics; trials (trial_id, best_<metric>) → one line per trial, × at
+    the last epoch of a trial stopped before max_epochs, the best trial bold."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    best = trials.loc[trials[f"best_{metric}"].idxmax(), "trial_id"] if len(trials) else None
+    for trial_id, table in curves.items():
+        epochs = table.epoch + 1
+        line = ax.plot(epochs, table[metric], lw=2.5 if trial_id == best else 1, label=trial_id)[0]
+        if len(table) and epochs.iloc[-1] < max_epochs:
+            ax.plot(epochs.iloc[-1], table[metric].iloc[-1], "x", ms=9, color=line.get_color())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_xlim(0.8, max_epochs + 0.2)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Search: trials per epoch (× stopped by ASHA)")
+    return _save(fig, path)
+
+
+def search_parameters(trials: pd.DataFrame, space: dict[str, str], metric: str, path: Path) -> Path:
+    """trials: one row per trial with each searched parameter and `metric`, `epochs_run`; space:
+    parameter → its search type (log axes for loguniform) → one scatter panel per parameter."""
+    fig, axes = plt.subplots(1, max(1, len(space)), figsize=(max(6, 4 * len(space)), 3.5), layout="constrained",
+                             squeeze=False)  # fmt: skip
+    full = trials.epochs_run >= trials.epochs_run.max()
+    for ax, (name, kind) in zip(axes[0], space.items(), strict=False):
+        values = pd.to_numeric(trials[name], errors="coerce")
+        ax.scatter(values[full], trials[metric][full], label="ran every epoch")
+        ax.scatter(values[~full], trials[metric][~full], facecolors="none", edgecolors="C1", label="stopped early")
+        if kind == "loguniform":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:.0e}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Search: each trial's best metric by parameter")
     return _save(fig, path)

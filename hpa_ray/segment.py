@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hpa_ray import _ray, storage
+from hpa_ray import _ray, console, storage
 from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes
 from hpa_ray.backends import BackendError, build_backend, build_postprocess, build_preprocess, check_backend, wants_gpu
 from hpa_ray.cells import cut_cells, upsample_labels
@@ -265,6 +265,22 @@ def _reservation(enabled: bool):
         ctx.op_resource_reservation_enabled = before
 
 
+def _counter(out_dir: str, before: set[str]):
+    """→ a function counting the images committed since `before` (manifest parts' row counts)."""
+    import pyarrow.parquet as pq
+
+    rows: dict[str, int] = {}
+
+    def count() -> int:
+        for part in _manifest_parts(out_dir):
+            if part.path not in before and part.path not in rows:
+                with storage.open_input(part.path) as f:
+                    rows[part.path] = pq.ParquetFile(f).metadata.num_rows
+        return sum(rows.values())
+
+    return count
+
+
 def _manifest_parts(out_dir: str) -> list[storage.Entry]:
     return storage.list_files(storage.join(out_dir, MANIFEST_DIR), "part-*.parquet")
 
@@ -365,7 +381,11 @@ def _segment_into(out_dir: str, listing, input_dir, cfg: SegmentConfig, labels_c
         check_backend(cfg)
         _ray.init_ray()
         _warn_cpu_only(cfg)
-        with _reservation(enabled=infer_in_actors(cfg)):
+        before = {p.path for p in _manifest_parts(out_dir)}
+        with (
+            _reservation(enabled=infer_in_actors(cfg)),
+            console.Progress("segment", len(jobs), _counter(out_dir, before)),
+        ):
             build_dataset(jobs, cfg).write_datasink(CellsSink(out_dir))
     manifest = _finalize_manifest(out_dir)
     ran = manifest[manifest.image_id.isin({j["image_id"] for j in jobs})]
@@ -401,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML SegmentConfig (conf/segment.yaml)")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. classical.scale=0.5")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.setup(console.log_file_for(args.output_dir, "segment"), args.verbose)
     overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
     try:
         cfg = load_config(SegmentConfig, args.config, overrides)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray, storage
+from hpa_ray import _ray, console, storage
 from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.methods import build_method, validation_metrics
@@ -340,7 +340,10 @@ def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: Train
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(cfg, len(folds))),
         run_config=tune.RunConfig(
-            name=f"{storage.name(run_dir)}-folds", storage_path=cfg.storage_path or storage.join(run_dir, "ray_results")
+            name=f"{storage.name(run_dir)}-folds",
+            storage_path=cfg.storage_path or storage.join(run_dir, "ray_results"),
+            verbose=console.tune_verbosity(),
+            callbacks=[console.epoch_callback("fold", cfg.epochs)],
         ),
     )
     grid = tuner.fit()
@@ -369,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, help="where fold-K/ and config.yaml go (local or a URI)")
     parser.add_argument("--config", help="YAML TrainConfig (conf/train.yaml)")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. epochs=5")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.setup(console.log_file_for(args.run_dir, "train"), args.verbose)
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
         folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
@@ -378,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         with owned_by_this_run(run_dir):
             write_resolved(cfg, storage.join(run_dir, "config.yaml"))
             if len(folds) == 1:
+                metrics = storage.join(run_dir, f"fold-{folds[0]}", "metrics.jsonl")
+                print(f"train fold {folds[0]}: {cfg.epochs} epochs of {cfg.model}; per-epoch metrics → {metrics}")
                 table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
             else:
                 table = train_folds(args.cells, args.folds, folds, run_dir, cfg)

@@ -14,7 +14,7 @@ import sys
 
 import pandas as pd
 
-from hpa_ray import _ray, storage
+from hpa_ray import _ray, console, storage
 from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
@@ -105,8 +105,42 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
             metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=scheduler,
             search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
         ),
-        run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results),
+        run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),
+                                  callbacks=[console.epoch_callback(None, _max_epochs(cfg))]),  # fmt: skip
     )  # fmt: skip
+
+
+def _plain(value):
+    """numpy scalars → Python's (TensorBoard's HParams takes bool, str, int, float)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def trial_status(row, max_epochs: int) -> str:
+    if row["error"]:
+        return "error"
+    return "completed" if row["epochs_run"] >= max_epochs else "stopped by ASHA"
+
+
+def write_hparams(run_dir: str, table: pd.DataFrame, cfg: TuneConfig) -> str:
+    """TensorBoard's HParams view of the search: per trial its searched values and status beside
+    its best metric and epochs run, in RUN_DIR/tensorboard/hparams/TRIAL (each trial's per-epoch
+    curves are in RUN_DIR/trials/TRIAL/fold-K/tensorboard). → that directory."""
+    import tempfile
+
+    from tensorboardX import SummaryWriter
+
+    target = storage.join(run_dir, "tensorboard", "hparams")
+    local = tempfile.mkdtemp(prefix="hpa-hparams-") if storage.is_uri(run_dir) else target
+    max_epochs = _max_epochs(cfg)
+    with SummaryWriter(local) as writer:
+        for row in table.to_dict("records"):
+            params = {name: _plain(row[name]) for name in cfg.search_space}
+            params["status"] = trial_status(row, max_epochs)
+            metrics = {f"best_{METRIC}": float(row[f"best_{METRIC}"]), "epochs_run": float(row["epochs_run"])}
+            writer.add_hparams(params, metrics, name=str(row["trial_id"]))
+    if local != target:
+        storage.upload_dir(local, target)
+    return target
 
 
 def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False) -> pd.DataFrame:
@@ -133,6 +167,7 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
                      "epochs_run": epochs, f"best_{METRIC}": best, "error": str(result.error or "")})  # fmt: skip
     table = pd.DataFrame(rows).sort_values(f"best_{METRIC}", ascending=False)
     storage.write_text(storage.join(run_dir, "trials.csv"), table.to_csv(index=False))
+    write_hparams(run_dir, table, cfg)
     best = grid.get_best_result(metric=METRIC, mode=MODE, scope="all")
     best_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), **best.config})
     write_resolved(best_cfg, storage.join(run_dir, "best_config.yaml"))
@@ -147,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML TuneConfig (conf/tune.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search in RUN_DIR")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. num_samples=4 train.model=tiny")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.setup(console.log_file_for(args.run_dir, "tune"), args.verbose)
     try:
         cfg = load_config(TuneConfig, args.config, args.overrides)
         table = run_search(args.cells, args.folds, args.run_dir, cfg, args.resume)

@@ -1,8 +1,37 @@
-"""Test helpers: cell matching at the task's IoU threshold."""
+"""Test helpers: cell matching at the task's IoU threshold; a page as headless Chromium renders it."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
+import pytest
+
+
+def chromium_dom(url: str, profile: Path) -> str:
+    """The DOM of `url` after headless Chromium has run its scripts (Debian's `chromium`; CI
+    installs it, elsewhere the calling test skips)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    return subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+
+
+def loaded_images(dom: str) -> tuple[int, list[str]]:
+    """→ (how many <img> the report page has, the tags of those that did not load)."""
+    images = re.findall(r"<img [^>]*>", dom)
+    return len(images), [tag for tag in images if 'data-state="loaded"' not in tag]
 
 
 def match_f1(pred: np.ndarray, true: np.ndarray, threshold: float = 0.6) -> tuple[int, int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -46,6 +47,26 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "report" / "index.html").exists() and "report →" in out.stdout
     submission = pd.read_csv(tmp_path / "demo" / "submission.csv")
     assert len(submission) == len(pd.read_csv(tmp_path / "demo" / "data" / "test" / "labels.csv"))
+    # The console: a few lines per step; the frameworks' own lines in the log file it names.
+    console = out.stdout.splitlines() + out.stderr.splitlines()
+    log = tmp_path / "demo" / "logs" / "demo.log"
+    assert len(console) < 150, "\n".join(console)
+    assert "epoch 2/2" in out.stdout and "fold 1" in out.stdout and str(log) in out.stdout
+    assert log.stat().st_size > 0 and "Reporting training result" not in out.stdout + out.stderr
+
+
+def test_a_failed_image_reaches_the_quiet_console(synth_set, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(synth_set / "images", images)
+    broken = sorted(images.glob("*_green.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:200])
+    out = _run("-m", "hpa_ray.segment", "--input-dir", str(images), "--labels", str(synth_set / "labels.csv"),
+               "--output-dir", str(tmp_path / "o"), "crop_size=32")  # fmt: skip
+    assert out.returncode == 3, out.stderr[-3000:]
+    image_id = broken.name.removesuffix("_green.png")
+    assert f"failed: {image_id}" in out.stderr and "5 ok, 1 failed" in out.stdout
+    assert len(out.stdout.splitlines() + out.stderr.splitlines()) < 20, out.stdout + out.stderr
+    assert (tmp_path / "o" / "logs" / "segment.log").exists()
 
 
 def test_segment_cli_in_a_fresh_process(synth_set, tmp_path):

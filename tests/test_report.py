@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -18,6 +15,7 @@ from hpa_ray.predict import run_predict
 from hpa_ray.report import main, run_report
 from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment
+from tests.helpers import chromium_dom, loaded_images
 from tests.test_predict import _make_run
 
 # figure → (width, height) in pixels: figsize × DPI of report_figures
@@ -91,18 +89,6 @@ def test_real_label_file_alone_and_bad_inputs(shared_data, tmp_path, capsys):
 
 
 def test_index_renders_in_headless_chromium(pipeline, tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
     index = _full_report(pipeline, tmp_path / "report")
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", index.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
-    images = re.findall(r"<img [^>]*>", dom)
-    assert len(images) == len(list((tmp_path / "report").glob("*.png"))) > 0
-    assert all('data-state="loaded"' in tag for tag in images), [t for t in images if "loaded" not in t]
+    count, broken = loaded_images(chromium_dom(index.as_uri(), tmp_path / "profile"))
+    assert count == len(list((tmp_path / "report").glob("*.png"))) > 0 and not broken, broken

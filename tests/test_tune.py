@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -14,6 +17,7 @@ import pytest
 
 from hpa_ray.config import ConfigError, TrainConfig, TuneConfig, load_config
 from hpa_ray.tune import EXIT_INTERRUPTED, run_search, search_space
+from tests.helpers import chromium_dom, loaded_images
 from tests.test_train import cells  # noqa: F401 - the module fixture of synthetic cells
 
 SPACE = "search_space={lr: {type: loguniform, low: 0.0003, high: 0.01}, epochs: {type: choice, values: [4]}}"
@@ -32,6 +36,69 @@ def test_asha_stops_weak_trials_and_best_config_loads_in_train(cells, tmp_path):
     assert list(on_disk.trial_id) == list(table.trial_id)
     trial_dirs = list((tmp_path / "search" / "trials").iterdir())
     assert len(trial_dirs) == 4 and all((d / "fold-0" / "metrics.jsonl").exists() for d in trial_dirs)
+    _search_report_shows_every_trial(tmp_path / "search", table, tmp_path)
+    _tensorboard_shows_every_trial(tmp_path / "search", table)
+
+
+def _search_report_shows_every_trial(run_dir, table: pd.DataFrame, tmp_path) -> None:
+    from hpa_ray.report import main as report
+
+    assert report(["--out", str(tmp_path / "report"), "--search-dir", str(run_dir)]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<h2>Search</h2>" in page and str(table.iloc[0].trial_id) in page, "the best trial's table"
+    stopped = int((table.epochs_run < 4).sum())
+    assert f"({stopped} of them)" in page, "the caption counts the trials ASHA stopped"
+    count, broken = loaded_images(chromium_dom((tmp_path / "report" / "index.html").as_uri(), tmp_path / "profile"))
+    assert count == 2 and not broken, broken
+
+
+def _tensorboard_shows_every_trial(run_dir, table: pd.DataFrame) -> None:
+    """TensorBoard on 127.0.0.1 over the search directory: its HParams data lists every trial
+    with its status beside its best val_map."""
+    port = _free_port()
+    board = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1",
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        groups = _session_groups(port)
+    finally:
+        board.kill()
+        board.wait(timeout=30)
+    ours = {g["name"].rsplit("/", 1)[-1]: g for g in groups if g["name"].startswith("tensorboard/hparams/")}
+    assert set(ours) == set(table.trial_id), groups
+    for row in table.itertuples():
+        status = "completed" if row.epochs_run == 4 else "stopped by ASHA"
+        metrics = {m["name"]["tag"]: m["value"] for m in ours[row.trial_id]["metricValues"]}
+        assert ours[row.trial_id]["hparams"]["status"] == status
+        assert metrics["best_val_map"] == pytest.approx(row.best_val_map, abs=1e-6)
+
+
+def _session_groups(port: int, timeout: float = 90) -> list[dict]:
+    statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    request = json.dumps({"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+                          "allowedStatuses": statuses})  # fmt: skip
+    deadline = time.time() + timeout
+    while True:
+        try:
+            reply = urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups", request.encode(),
+                {"Content-Type": "application/json"}), timeout=10)  # fmt: skip
+            groups = json.loads(reply.read())["sessionGroups"]
+            if groups:
+                return groups
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise AssertionError(f"TensorBoard on port {port} listed no sessions within {timeout} s")
+        time.sleep(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_search_space_errors():
