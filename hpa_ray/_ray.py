@@ -24,6 +24,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     from hpa_ray import console
 
     echo = not console.quiet()  # a quiet CLI leaves the workers' output in Ray's session logs
+    console.before_ray_init()
     if address:
         console.after_ray_init(ray.init(address=address, log_to_driver=echo))
         return

@@ -76,6 +76,8 @@ def _sampler(seed: int):
     trials under any Optuna in requirements.txt's range."""
     import optuna
 
+    if console.quiet():
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per study and trial
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True,
                                       constant_liar=True)  # fmt: skip
 

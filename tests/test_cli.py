@@ -95,3 +95,5 @@ def test_full_demo_model_beats_the_prior(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
     assert scores["mAP"] >= max(2 * scores["prior_mAP"], 0.5), scores
+    console = out.stdout.splitlines() + out.stderr.splitlines()
+    assert len(console) < 150, "\n".join(console)  # a few lines per step; the rest in out/demo/logs/
