@@ -45,12 +45,16 @@ def add_verbose_flag(parser) -> None:
 
 
 def log_file_for(output: str | Path, stage: str) -> Path:
-    """OUTPUT/logs/STAGE.log for a local output directory; ./logs/STAGE.log for a URI (the log
-    is written as it goes, which object storage cannot append to)."""
+    """OUTPUT/logs/STAGE.log for a local output directory; for a URI, TMPDIR/hpa_ray-logs/
+    STAGE-PID.log (the log grows as it goes, which object storage cannot append to, and a stage
+    given URIs writes nothing to the working directory)."""
+    import tempfile
+
     from hpa_ray import storage
 
-    base = Path("logs") if storage.is_uri(output) else Path(output) / "logs"
-    return base / f"{stage}.log"
+    if storage.is_uri(output):
+        return Path(tempfile.gettempdir()) / "hpa_ray-logs" / f"{stage}-{os.getpid()}.log"
+    return Path(output) / "logs" / f"{stage}.log"
 
 
 def quiet() -> bool:

@@ -208,6 +208,15 @@ def _rows(listing, results: pd.DataFrame, ids: pd.DataFrame | None, images_dir) 
                                 "prediction_string": "PredictionString"})  # fmt: skip
 
 
+def _collect(dataset, total: int, columns) -> pd.DataFrame:
+    """The dataset's rows (one per image) as they come, with a progress line every 10 s."""
+    frames: list[pd.DataFrame] = []
+    with console.Progress("predict", total, lambda: sum(len(f) for f in frames)):
+        for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
+            frames.append(batch)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
 def run_predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv=None) -> PredictResult:
     """Segment and classify every image under images_dir; write and check the submission."""
     with owned_by_this_run(output, is_file=True):
@@ -228,7 +237,7 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
         check_backend(run.segment)
         _ray.init_ray()
         with _reservation(enabled=infer_in_actors(run.segment) or _use_gpu(cfg)):
-            results = build_predict_dataset(listing.jobs, run, cfg).to_pandas()
+            results = _collect(build_predict_dataset(listing.jobs, run, cfg), len(listing.jobs), results.columns)
     rows = _rows(listing, results, ids, images_dir)
     # Written under a name of its own, checked, then renamed: `output` is never an invalid file.
     partial = f"{output}.partial-{os.getpid()}"

@@ -14,38 +14,37 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from hpa_ray import report_figures as figs
 from hpa_ray import storage
+from hpa_ray.config import TuneConfig, load_config
 
 METRIC = "val_map"
 
 
-def read_search(run_dir: str) -> tuple[dict, pd.DataFrame, dict[str, pd.DataFrame]]:
+def read_search(run_dir: str) -> tuple[TuneConfig, pd.DataFrame, dict[str, pd.DataFrame]]:
     """→ (tune config, trials table, trial ID → per-epoch metrics). ValueError when RUN_DIR is
     not a finished search."""
     for name in ("tune_config.yaml", "trials.csv"):
         if not storage.exists(storage.join(run_dir, name)):
             raise ValueError(f"--search-dir {run_dir}: no {name} (a directory written by python -m hpa_ray.tune)")
-    cfg = yaml.safe_load(storage.read_text(storage.join(run_dir, "tune_config.yaml")))
-    trials = storage.read_csv(storage.join(run_dir, "trials.csv"), dtype={"trial_id": str})
+    cfg = load_config(TuneConfig, storage.join(run_dir, "tune_config.yaml"))
+    trials = storage.read_csv(storage.join(run_dir, "trials.csv"), dtype={"trial_id": str, "error": str},
+                              keep_default_na=False)  # fmt: skip
     curves = {}
     for trial_id in trials.trial_id:
-        path = storage.join(run_dir, "trials", trial_id, f"fold-{cfg['fold']}", "metrics.jsonl")
+        path = storage.join(run_dir, "trials", trial_id, f"fold-{cfg.fold}", "metrics.jsonl")
         if storage.exists(path):
             rows = [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
             curves[trial_id] = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
     return cfg, trials, curves
 
 
-def _best_table(cfg: dict, trials: pd.DataFrame) -> str:
+def _best_table(cfg: TuneConfig, trials: pd.DataFrame) -> str:
     best = trials.loc[trials[f"best_{METRIC}"].idxmax()]
     rows = [("trial", best.trial_id), (f"best {METRIC}", f"{best[f'best_{METRIC}']:.4f}"),
             ("epochs run", int(best.epochs_run))]  # fmt: skip
-    rows += [
-        (name, f"{best[name]:.4g}" if isinstance(best[name], float) else best[name]) for name in cfg["search_space"]
-    ]
+    rows += [(name, f"{best[name]:.4g}" if isinstance(best[name], float) else best[name]) for name in cfg.search_space]
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return (f"<h3>Best trial</h3><table>{cells}</table><p>Its whole configuration: <code>best_config.yaml</code> "
             "in the search directory, for <code>python -m hpa_ray.train --config</code>.</p>")  # fmt: skip
@@ -54,15 +53,16 @@ def _best_table(cfg: dict, trials: pd.DataFrame) -> str:
 def search_section(run_dir: str, out: Path):
     """→ the report Section for a search directory."""
     from hpa_ray.report import Section
+    from hpa_ray.tune import max_epochs, trial_status
 
     cfg, trials, curves = read_search(run_dir)
-    max_epochs = int(cfg["train"]["epochs"])
-    space = {name: dim.get("type", "") for name, dim in cfg["search_space"].items()}
-    stopped = int((trials.epochs_run < max_epochs).sum())
+    most = max_epochs(cfg)
+    space = {name: dim.type for name, dim in cfg.search_space.items()}
+    stopped = sum(trial_status(row, most) == "stopped by ASHA" for row in trials.to_dict("records"))
     figures = [
-        (figs.search_curves(curves, trials, max_epochs, METRIC, out / "search_curves.png"),
-         f"Validation {METRIC} per epoch, one line per trial ({len(trials)} trials, fold {cfg['fold']}); "
-         f"× marks a trial ASHA stopped before {max_epochs} epochs ({stopped} of them); the best trial is bold."),
+        (figs.search_curves(curves, trials, most, METRIC, out / "search_curves.png"),
+         f"Validation {METRIC} per epoch, one line per trial ({len(trials)} trials, fold {cfg.fold}); "
+         f"× marks a trial ASHA stopped before {most} epochs ({stopped} of them); the best trial is bold."),
         (figs.search_parameters(trials, space, f"best_{METRIC}", out / "search_parameters.png"),
          f"Each trial's best {METRIC} against each searched parameter ({', '.join(space)}); "
          "hollow markers: trials stopped early."),

@@ -59,7 +59,8 @@ def _trial(params: dict, base: dict, cells: str, folds: str, fold: int, run_dir:
     fit_fold(cells, folds, fold, trial_dir, cfg, (TuneReportCallback(),))
 
 
-def _max_epochs(cfg: TuneConfig) -> int:
+def max_epochs(cfg: TuneConfig) -> int:
+    """The most epochs a trial may run (ASHA's max_t): the largest searched `epochs`, else the base's."""
     dim = cfg.search_space.get("epochs")
     return int(max(dim.values)) if dim and dim.type == "choice" else cfg.train.epochs
 
@@ -98,7 +99,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
         if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"--resume: no search to resume at {experiment}")
         return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    scheduler = ASHAScheduler(max_t=_max_epochs(cfg), grace_period=cfg.asha.grace_period,
+    scheduler = ASHAScheduler(max_t=max_epochs(cfg), grace_period=cfg.asha.grace_period,
                               reduction_factor=cfg.asha.reduction_factor)  # fmt: skip
     return tune.Tuner(
         trainable,
@@ -108,7 +109,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
             search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),
-                                  callbacks=[console.epoch_callback(None, _max_epochs(cfg))]),  # fmt: skip
+                                  callbacks=[console.epoch_callback(None, max_epochs(cfg))]),  # fmt: skip
     )  # fmt: skip
 
 
@@ -133,11 +134,11 @@ def write_hparams(run_dir: str, table: pd.DataFrame, cfg: TuneConfig) -> str:
 
     target = storage.join(run_dir, "tensorboard", "hparams")
     local = tempfile.mkdtemp(prefix="hpa-hparams-") if storage.is_uri(run_dir) else target
-    max_epochs = _max_epochs(cfg)
+    most = max_epochs(cfg)
     with SummaryWriter(local) as writer:
         for row in table.to_dict("records"):
             params = {name: _plain(row[name]) for name in cfg.search_space}
-            params["status"] = trial_status(row, max_epochs)
+            params["status"] = trial_status(row, most)
             metrics = {f"best_{METRIC}": float(row[f"best_{METRIC}"]), "epochs_run": float(row["epochs_run"])}
             writer.add_hparams(params, metrics, name=str(row["trial_id"]))
     if local != target:

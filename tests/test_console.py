@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from hpa_ray import console
@@ -30,5 +31,6 @@ def test_quiet_only_for_a_cli_that_asked_and_verbose_wins(tmp_path, monkeypatch)
 
 def test_log_file_beside_local_outputs_and_in_the_working_directory_for_uris(tmp_path):
     assert console.log_file_for(tmp_path / "seg", "segment") == tmp_path / "seg" / "logs" / "segment.log"
-    assert str(console.log_file_for("s3://bucket/out", "train")) == "logs/train.log"
+    elsewhere = console.log_file_for("s3://bucket/out", "train")
+    assert elsewhere.is_absolute() and elsewhere.name == f"train-{os.getpid()}.log"
     assert console.duration(59) == "59s" and console.duration(125) == "2m05s"
