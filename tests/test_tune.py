@@ -86,7 +86,9 @@ def _session_groups(port: int, timeout: float = 90) -> list[dict]:
                 f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups", request.encode(),
                 {"Content-Type": "application/json"}), timeout=10)  # fmt: skip
             groups = json.loads(reply.read())["sessionGroups"]
-            if groups:
+            ours = [g for g in groups if g["name"].startswith("tensorboard/hparams/")]
+            # TensorBoard lists a session before it has read its metrics: wait for both
+            if ours and all(len(g.get("metricValues", [])) >= 2 for g in ours):
                 return groups
         except OSError:
             pass
