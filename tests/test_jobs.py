@@ -44,10 +44,16 @@ def head(tmp_path):
     env.pop("RAY_ADDRESS", None)
     temp_dir = Path(f"/tmp/rayjobs-{os.getpid()}")  # short: Ray's socket paths have a length limit
     port, dashboard = _free_port(), _free_port()
+    # Every fixed default port on its own free one: the tests' own Ray (or any other on this
+    # machine) holds the dashboard agent's 52365, and a head whose agent cannot bind answers
+    # every submission with "No available agent to submit job".
+    agent_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port")]  # fmt: skip
     started = subprocess.run(
         [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}",
-         "--include-dashboard=true", "--disable-usage-stats"],
+         "--include-dashboard=true", "--disable-usage-stats", *agent_ports],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr[-2000:]
