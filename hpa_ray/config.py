@@ -151,6 +151,15 @@ class ClassicalConfig(_Section):
     green_weight: float = Field(0.5, ge=0)  # weight of the protein channel in the body signal
     min_cell_area: int = Field(12800, ge=0)  # full-resolution px
     min_signal: float = Field(0.02, ge=0, le=1)  # blue peak below this: no nuclei at all
+    # The pixel values above (sigmas, split height, areas) are for nuclei of this radius; with
+    # adapt_to_nucleus_size each image's typical nucleus radius r is estimated and they scale
+    # by k = r / reference (lengths ×k, areas ×k², k within 1/3..3) when r is beyond ×/÷
+    # nucleus_radius_tolerance of the reference (another magnification, a smaller cell type);
+    # within it (the spread of cell lines at one magnification: the fitted images span
+    # 74-93 px) they stay as they are.
+    adapt_to_nucleus_size: bool = True
+    reference_nucleus_radius: float = Field(78.0, gt=0)  # full-resolution px
+    nucleus_radius_tolerance: float = Field(1.2, ge=1)
 
 
 class HpaConfig(_Section):

@@ -67,6 +67,22 @@ def _image_ious(pred_masks: list[str], true_masks: list[str], height: int, width
     )
 
 
+def match_cells(pred: np.ndarray, true: np.ndarray, threshold: float = IOU_THRESHOLD) -> tuple[int, int, int]:
+    """(matched cells, predicted cells, true cells) for two (H, W) integer label images (0 =
+    background): a segmentation scored as the task matches cells, at IoU >= `threshold`.
+
+    At IoU > 0.5 a cell can overlap at most one other that much, so counting pairs is one-to-one.
+    """
+    p = pred.ravel().astype(np.int64)
+    t = true.ravel().astype(np.int64)
+    n_p, n_t = int(p.max()) + 1, int(t.max()) + 1
+    table = np.bincount(p * n_t + t, minlength=n_p * n_t).reshape(n_p, n_t)
+    inter = table[1:, 1:]
+    union = table.sum(1)[1:, None] + table.sum(0)[None, 1:] - inter
+    matched = int((inter / np.maximum(union, 1) >= threshold).sum())
+    return matched, int((table.sum(1)[1:] > 0).sum()), int((table.sum(0)[1:] > 0).sum())
+
+
 def read_truth(path: str | Path) -> pd.DataFrame:
     """Per-cell truth (synth's truth.parquet): TRUTH_COLUMNS, labels a NUM_CLASSES multi-hot."""
     try:

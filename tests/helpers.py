@@ -5,11 +5,35 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+@contextmanager
+def process_group(args: list[str], **popen) -> Iterator[subprocess.Popen]:
+    """Popen in a session of its own; on leaving (an assertion failed or a wait timed out
+    included) the whole group is killed: the Ray it started, its workers, its children."""
+    proc = subprocess.Popen(args, start_new_session=True, **popen)
+    try:
+        yield proc
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_group(args: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, capture_output=True, text=True)` whose whole process group is
+    killed when it ends or times out (subprocess.run kills only the child it started)."""
+    with process_group(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen) as proc:
+        out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def chromium_dom(url: str, profile: Path) -> str:
@@ -35,20 +59,10 @@ def loaded_images(dom: str) -> tuple[int, list[str]]:
 
 
 def match_f1(pred: np.ndarray, true: np.ndarray, threshold: float = 0.6) -> tuple[int, int, int]:
-    """(true positives, predicted cells, true cells) for two (H, W) label images.
+    """(true positives, predicted cells, true cells): `hpa_ray.evaluate.match_cells`."""
+    from hpa_ray.evaluate import match_cells
 
-    At IoU >= 0.5 a cell can match at most one other cell, so counting pairs is one-to-one.
-    """
-    p = pred.ravel().astype(np.int64)
-    t = true.ravel().astype(np.int64)
-    n_p, n_t = int(p.max()) + 1, int(t.max()) + 1
-    table = np.bincount(p * n_t + t, minlength=n_p * n_t).reshape(n_p, n_t)
-    inter = table[1:, 1:]
-    union = table.sum(1)[1:, None] + table.sum(0)[None, 1:] - inter
-    iou = inter / np.maximum(union, 1)
-    present_pred = int((table.sum(1)[1:] > 0).sum())
-    present_true = int((table.sum(0)[1:] > 0).sum())
-    return int((iou >= threshold).sum()), present_pred, present_true
+    return match_cells(pred, true, threshold)
 
 
 def labels_from_rles(rows, height: int, width: int) -> np.ndarray:

@@ -8,10 +8,13 @@ import torch
 from skimage.segmentation import find_boundaries
 
 from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.backends._common import downscale
 from hpa_ray.backends._standin import save_standin
+from hpa_ray.backends.classical import nucleus_radius, size_adapted, size_factor
 from hpa_ray.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
 from hpa_ray.cells import upsample_labels
-from hpa_ray.config import HpaConfig, SegmentConfig, SynthConfig
+from hpa_ray.config import ClassicalConfig, HpaConfig, SegmentConfig, SynthConfig
+from hpa_ray.schema import CHANNELS
 from hpa_ray.synth import make_image
 from tests.conftest import HPA_REAL, real_image_ids
 from tests.helpers import match_f1
@@ -48,6 +51,62 @@ def test_classical_on_synthetic_cells():
         counts = match_f1(_segment(SegmentConfig(), s.image), s.cells)
         tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
     assert 2 * tp / (n_pred + n_true) >= 0.9
+
+
+def _real(image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    image = np.stack([cv2.imread(str(HPA_REAL / "images" / f"{image_id}_{c}.png"), 0) for c in CHANNELS])
+    return image, cv2.imread(str(HPA_REAL / "masks" / f"{image_id}_predictedmask.png"), cv2.IMREAD_UNCHANGED)
+
+
+def _zoom(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    size = (round(labels.shape[1] * factor),) * 2
+    zoomed = np.stack([cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in image])
+    return zoomed, cv2.resize(labels.astype(np.int32), size, interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def test_classical_holds_at_another_magnification(shared_data):
+    """The real images at 0.6× (as from a lower magnification): the nucleus-relative
+    parameters keep F1 >= 0.88; the absolute ones (fitted at 1×) fall below them."""
+    scores = {}
+    for adapt in (True, False):
+        cfg = SegmentConfig(classical=ClassicalConfig(adapt_to_nucleus_size=adapt))
+        counts = np.zeros(3, int)
+        for image_id in real_image_ids():
+            image, truth = _zoom(*_real(image_id), 0.6)
+            counts += match_f1(_segment(cfg, image), truth)
+        scores[adapt] = 2 * counts[0] / (counts[1] + counts[2])
+    assert scores[True] >= 0.88 and scores[True] > scores[False], scores
+
+
+def _blue(image: np.ndarray, scale: float = 0.25) -> np.ndarray:
+    return downscale(image[2:3], scale)[0].astype(np.float32) / 255.0
+
+
+def test_nucleus_radius_follows_the_nuclei():
+    s = make_image(2048, SynthConfig(size=2048), np.random.default_rng(5))
+    areas = np.bincount(s.nuclei.ravel())[1:]
+    truth = np.sqrt(np.median(areas[areas > 0]) / np.pi)
+    radius, n = nucleus_radius(_blue(s.image), 0.25)
+    assert n >= 3 and abs(radius / truth - 1) < 0.2, (radius, truth)
+    zoomed, _ = _zoom(s.image, s.cells, 1.5)
+    assert abs(nucleus_radius(_blue(zoomed), 0.25)[0] / radius - 1.5) < 0.15
+    assert nucleus_radius(np.zeros((512, 512), np.float32), 0.25) == (0.0, 0)
+
+
+def test_size_factor_scales_only_beyond_the_tolerance():
+    s = make_image(2048, SynthConfig(size=2048), np.random.default_rng(6))
+    p, blue = ClassicalConfig(), _blue(s.image)
+    radius, _ = nucleus_radius(blue, p.scale)
+    assert size_factor(blue, p.model_copy(update={"reference_nucleus_radius": radius * 1.1})) == 1.0  # within 1.2
+    assert size_factor(blue, p.model_copy(update={"adapt_to_nucleus_size": False})) == 1.0
+    assert size_factor(np.zeros((512, 512), np.float32), p) == 1.0
+    # Nuclei half the reference: lengths x0.5, areas x0.25; a third at most.
+    k = size_factor(blue, p.model_copy(update={"reference_nucleus_radius": radius * 2}))
+    assert k == pytest.approx(0.5)
+    assert size_factor(blue, p.model_copy(update={"reference_nucleus_radius": radius * 5})) == pytest.approx(1 / 3)
+    scaled = size_adapted(p, k)
+    assert scaled.nucleus_split_h == pytest.approx(p.nucleus_split_h * 0.5)
+    assert scaled.min_cell_area == round(p.min_cell_area * 0.25) and scaled.scale == p.scale
 
 
 def test_black_image_has_no_cells():

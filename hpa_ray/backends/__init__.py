@@ -29,13 +29,9 @@ class SegmentationBackend(Protocol):
     def infer(self, images: list[np.ndarray]) -> list[np.ndarray]: ...
 
 
-def _scale(cfg: SegmentConfig) -> float:
-    return cfg.hpa.scale if cfg.backend == "hpa" else cfg.classical.scale
-
-
 def build_preprocess(cfg: SegmentConfig) -> Callable[[np.ndarray], np.ndarray]:
     """image (4, H, W) uint8 → model input (4, h, w) uint8, h = round(H * scale)."""
-    return partial(downscale, scale=_scale(cfg))
+    return partial(downscale, scale=cfg.hpa.scale if cfg.backend == "hpa" else cfg.classical.scale)
 
 
 def build_backend(cfg: SegmentConfig) -> SegmentationBackend:

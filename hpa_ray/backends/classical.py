@@ -1,8 +1,9 @@
 """Classical CPU segmentation: nuclei from the blue channel, cells by seeded watershed.
 
 No weights. Runs at `scale` of the full resolution; the labels are upsampled by the caller.
-Parameters were fixed once on HPA's four reference images (../shared/data/hpa-real) and are
-the same for every image.
+Parameters were fixed once on HPA's four reference images (../shared/data/hpa-real), for
+nuclei of their typical radius; for an image whose nuclei are much smaller or larger (another
+magnification, another cell type) they scale with its nuclei (`size_factor`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,59 @@ class ClassicalBackend:
         self.params = params
 
     def infer(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """inputs: (4, h, w) uint8 each, from `prepare` → the same."""
+        """inputs: (4, h, w) uint8 each, from `build_preprocess` → the same."""
         return list(inputs)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigmaX=max(sigma, 0.1))
+
+
+def nucleus_radius(blue: np.ndarray, scale: float) -> tuple[float, int]:
+    """blue: (h, w) float32 in [0, 1] at `scale` of the full resolution → (typical nucleus
+    radius in full-resolution px, number of blue objects measured; 0 when there are none).
+
+    The radius of an object is the peak of its distance map (touching nuclei keep their own
+    radius); the typical one is the area-weighted median, so specks of noise do not count.
+    """
+    smooth = _blur(blue, 2.0)
+    if smooth.max() <= smooth.min():
+        return 0.0, 0
+    mask = ndi.binary_fill_holes(smooth > filters.threshold_otsu(smooth))
+    objects, n = ndi.label(mask)
+    if n == 0:
+        return 0.0, 0
+    peaks = np.asarray(ndi.maximum(ndi.distance_transform_edt(mask), objects, np.arange(1, n + 1)))
+    areas = np.bincount(objects.ravel())[1:]
+    order = np.argsort(peaks)
+    cumulative = np.cumsum(areas[order])
+    return float(peaks[order][np.searchsorted(cumulative, cumulative[-1] / 2)] / scale), n
+
+
+def size_factor(blue: np.ndarray, p: ClassicalConfig) -> float:
+    """blue as for `nucleus_radius` → k, the factor the config's pixel sizes are scaled by for
+    this image (lengths ×k, areas ×k²): 1 when not adapting, when no nucleus is seen or while
+    the typical radius is within ×/÷ the tolerance of the reference; beyond, radius / reference,
+    held to 1/3..3 (see ClassicalConfig)."""
+    if not p.adapt_to_nucleus_size or blue.max() < p.min_signal:
+        return 1.0
+    radius, n = nucleus_radius(blue, p.scale)
+    if n == 0:
+        return 1.0
+    ratio = radius / p.reference_nucleus_radius
+    if 1 / p.nucleus_radius_tolerance <= ratio <= p.nucleus_radius_tolerance:
+        return 1.0
+    return float(np.clip(ratio, 1 / 3, 3))
+
+
+def size_adapted(p: ClassicalConfig, k: float) -> ClassicalConfig:
+    """`p` with its pixel sizes scaled by k (lengths ×k, areas ×k²)."""
+    if k == 1.0:
+        return p
+    lengths = ("nucleus_sigma", "body_sigma", "nucleus_split_h")
+    return p.model_copy(update={**{name: getattr(p, name) * k for name in lengths},
+                                "min_nucleus_area": round(p.min_nucleus_area * k * k),
+                                "min_cell_area": round(p.min_cell_area * k * k)})  # fmt: skip
 
 
 def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
@@ -53,12 +101,15 @@ def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
 
 
 def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
-    """raw: (4, h, w) uint8 at model scale, channels in CHANNELS order → (h, w) int32 labels.
+    """raw: (4, h, w) uint8 at `p.scale`, channels in CHANNELS order → (h, w) int32 labels.
+
+    The config's pixel sizes are scaled to this image's nuclei first (`size_factor`).
 
     Every cell grows from one nucleus over the smoothed cell-body signal (microtubules + ER +
     part of the protein + nucleus), inside a foreground set at a fraction of its Otsu level.
     """
     raw = raw.astype(np.float32) / 255.0
+    p = size_adapted(p, size_factor(raw[_B], p))
     nuclei = segment_nuclei(raw[_B], p)
     if nuclei.max() == 0:
         return nuclei
