@@ -69,7 +69,7 @@ def main() -> None:
         "one_core_in_process_crops_per_s": round(one_core),
     }
     for cache in (False, True):
-        train, _ = fold_datasets(str(cells_dir), pd.read_csv(folds_csv), 0, None, augment=True, cache=cache)
+        train, _ = fold_datasets(str(cells_dir), pd.read_csv(folds_csv), 0, cache=cache)
         rates = []
         for _epoch in range(3):  # the first pass starts workers (and fills the cache); report the others
             start, seen = time.perf_counter(), 0

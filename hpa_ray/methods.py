@@ -27,12 +27,14 @@ class CellMethod:
     def __init__(self, cfg: TrainConfig, device, mean, std, channels_last: bool):
         self.cfg, self.device, self.mean, self.std, self.channels_last = cfg, device, mean, std, channels_last
 
-    def batches(self, shard, train: bool):
+    def batches(self, shard, train: bool, seed: tuple[int, ...] | None = None):
+        """seed: (seed, worker, epoch) for the augmentation and shuffle draws; None: unseeded."""
         cfg = self.cfg
         # Compiled: a last, smaller batch would compile the model a second time.
         return shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=train and cfg.compile,
-                                        collate_fn=CellCollate(cfg.image_size, train and cfg.augment),
-                                        local_shuffle_buffer_size=_shuffle(cfg.shuffle_buffer, train))  # fmt: skip
+                                        collate_fn=CellCollate(cfg.image_size, train and cfg.augment, seed),
+                                        local_shuffle_buffer_size=_shuffle(cfg.shuffle_buffer, train),
+                                        local_shuffle_seed=_int_seed(seed))  # fmt: skip
 
     def _inputs(self, batch):
         import torch
@@ -67,13 +69,14 @@ class CellMethod:
 class BagMethod(CellMethod):
     selects = "image"
 
-    def batches(self, shard, train: bool):
+    def batches(self, shard, train: bool, seed: tuple[int, ...] | None = None):
         cfg = self.cfg
         collate = partial(collate_bags, bag_size=cfg.bag_size if train else None, augment=train and cfg.augment,
-                          image_size=cfg.image_size)  # fmt: skip
+                          image_size=cfg.image_size, rng=np.random.default_rng(seed))  # fmt: skip
         images = _shuffle(cfg.shuffle_buffer // 16, train)  # the buffer holds images here (~16 cells each)
         return shard.iter_torch_batches(batch_size=max(1, cfg.batch_size // cfg.bag_size), collate_fn=collate,
-                                        drop_last=train and cfg.compile, local_shuffle_buffer_size=images)  # fmt: skip
+                                        drop_last=train and cfg.compile, local_shuffle_buffer_size=images,
+                                        local_shuffle_seed=_int_seed(seed))  # fmt: skip
 
     def _bag(self, batch):
         import torch
@@ -109,6 +112,10 @@ class BagMethod(CellMethod):
 
 
 METHODS = {"cell": CellMethod, "bag": BagMethod}
+
+
+def _int_seed(seed: tuple[int, ...] | None) -> int | None:
+    return None if seed is None else int(np.random.default_rng(seed).integers(2**31))
 
 
 def _shuffle(buffer: int, train: bool) -> int | None:

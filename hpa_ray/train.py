@@ -165,7 +165,7 @@ def _resume(w: _Worker) -> None:
         w.resumed_from = w.state["epoch"]
 
 
-def _train_epoch(w: _Worker, shard) -> tuple[float, float]:
+def _train_epoch(w: _Worker, shard, epoch: int) -> tuple[float, float]:
     """One pass over the shard → (mean training loss, items per second, input included)."""
     import torch
 
@@ -173,7 +173,8 @@ def _train_epoch(w: _Worker, shard) -> tuple[float, float]:
     # The loss stays on the device until the epoch ends: a .item() per step would make the
     # host wait for every step, so the next batch's fetch and copy could not overlap it.
     loss_sum, steps, seen, started = torch.zeros((), device=w.device), 0, 0, time.perf_counter()
-    for batch in w.method.batches(shard, train=True):
+    # Augmentation and shuffle draws follow (seed, worker, epoch): a rerun draws the same.
+    for batch in w.method.batches(shard, train=True, seed=(w.cfg.seed, w.rank, epoch)):
         with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=w.amp):
             loss = w.method.loss(w.model, batch)
         w.optimizer.zero_grad(set_to_none=True)
@@ -204,7 +205,7 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(w.state["epoch"] + 1, w.cfg.epochs):
         if w.rank == 0:
             _inject_failure(w.cfg, epoch, w.fold_dir)
-        train_loss, rate = _train_epoch(w, ray.train.get_dataset_shard("train"))
+        train_loss, rate = _train_epoch(w, ray.train.get_dataset_shard("train"), epoch)
         w.scheduler.step()
         val = _evaluate(w.bare, w.method, ray.train.get_dataset_shard("val"), w.amp)
         _keep_best(w, val["val_map"])
@@ -253,8 +254,8 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
     storage.makedirs(fold_dir)
     _write_run_config(fold_dir, cfg, cells_dir)
-    train_ds, val_ds = fold_datasets(cells_dir, read_folds(folds_csv), fold, cfg.image_size, cfg.augment,
-                                     cache=_cache_data(cfg, cells_dir), bags=cfg.method == "bag")  # fmt: skip
+    train_ds, val_ds = fold_datasets(cells_dir, read_folds(folds_csv), fold, cache=_cache_data(cfg, cells_dir),
+                                     bags=cfg.method == "bag", seed=cfg.seed)  # fmt: skip
     gpu = _use_gpu(cfg)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
@@ -357,8 +358,13 @@ def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: Train
 
 def _write_run_config(fold_dir: str, cfg: TrainConfig, cells_dir: str) -> None:
     """fold_dir/config.yaml (how to rebuild the model) and, once per run, a copy of the cells'
-    segment_config.yaml (predict segments test images the way the training cells were made)."""
-    write_resolved(cfg, storage.join(fold_dir, "config.yaml"))
+    segment_config.yaml (predict segments test images the way the training cells were made).
+    A fold that was started with another config is refused: resuming it would mix the two."""
+    path = storage.join(fold_dir, "config.yaml")
+    if storage.exists(path) and load_config(TrainConfig, path) != cfg:
+        raise ConfigError(f"{fold_dir} was trained with another config ({path}); "
+                          "rerun with that config to resume it, or use a new --run-dir")  # fmt: skip
+    write_resolved(cfg, path)
     segment_cfg = storage.join(storage.parent(cells_dir), "segment_config.yaml")
     if storage.exists(segment_cfg):
         storage.copy_file(segment_cfg, storage.join(storage.parent(fold_dir), "segment_config.yaml"))

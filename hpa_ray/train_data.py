@@ -75,12 +75,13 @@ def image_codes(image_ids) -> np.ndarray:
     return np.array([zlib.crc32(str(i).encode()) for i in image_ids], np.int64)
 
 
-def prepare_batch(table: pa.Table, image_size: int | None, augment: bool) -> dict[str, np.ndarray]:
+def prepare_batch(table: pa.Table, image_size: int | None, augment: bool,
+                  rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """pyarrow batch of cells → {"crop": (N, 4, S, S) uint8, "labels": (N, 19) float32,
-    "image": (N,) int64 image codes}."""
+    "image": (N,) int64 image codes}; the flips of `augment` drawn from `rng`."""
     crops = crops_to_numpy(table)
     if augment:
-        crops = flip_batch(crops, np.random.default_rng().random((len(crops), 3)) < 0.5)
+        crops = flip_batch(crops, (rng or np.random.default_rng()).random((len(crops), 3)) < 0.5)
     if image_size and image_size != crops.shape[-1]:
         crops = resize_crops(crops, image_size)
     labels = np.asarray(table.column("labels").to_pylist(), np.float32).reshape(-1, NUM_CLASSES)
@@ -93,13 +94,14 @@ class CellCollate(ArrowBatchCollateFn):
     (`prepare_batch`: flips when augmenting, resize). Augmenting here instead of in a Ray Data
     map saves each epoch a round of tasks and object-store copies (docs/benchmarks.md)."""
 
-    def __init__(self, image_size: int | None, augment: bool):
-        self.image_size, self.augment = image_size, augment
+    def __init__(self, image_size: int | None, augment: bool, seed: tuple[int, ...] | None = None):
+        self.image_size, self.augment, self.rng = image_size, augment, np.random.default_rng(seed)
 
     def __call__(self, batch: pa.Table) -> dict:
         import torch
 
-        return {k: torch.from_numpy(v) for k, v in prepare_batch(batch, self.image_size, self.augment).items()}
+        prepared = prepare_batch(batch, self.image_size, self.augment, self.rng)
+        return {k: torch.from_numpy(v) for k, v in prepared.items()}
 
 
 def _select(table: pa.Table, image_ids: pa.Array) -> pa.Table:
@@ -136,8 +138,8 @@ def crops_bytes(cells_dir: str) -> int:
     return dataset.count_rows() * dataset.schema.field("crop").type.byte_width
 
 
-def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: int | None, augment: bool,
-                  cache: bool = False, bags: bool = False):  # fmt: skip
+def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = False, bags: bool = False,
+                  seed: int | None = None):  # fmt: skip
     """(train, val) Ray Datasets for one fold: images of `fold` validate, the others train.
 
     cache: read and split the cells once and keep the fold's crops in the object store (without
@@ -145,6 +147,7 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: in
     labels): the worker's batch collation augments them (`CellCollate`).
     bags: one row per image (`hpa_ray.bags.image_bags`: its cells grouped by Ray Data); the
     worker's batch collation draws the bags and augments (`hpa_ray.bags.collate_bags`).
+    seed: the training blocks' order each epoch follows it (None: unseeded).
     """
     import ray
 
@@ -159,7 +162,7 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, image_size: in
         if cache:
             ds = ds.materialize()
         if training:  # blocks in a new order each epoch (the workers' shuffle buffer mixes within)
-            ds = ds.randomize_block_order()
+            ds = ds.randomize_block_order(seed=seed)
         out.append(ds)
     return tuple(out)
 

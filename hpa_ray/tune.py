@@ -83,9 +83,17 @@ def _sampler(seed: int):
                                       constant_liar=True)  # fmt: skip
 
 
+def asha_scheduler(cfg: TuneConfig):
+    """ASHA over epochs (Tune's training_iteration): rungs at grace_period × reduction_factor^k
+    below max_epochs; a trial whose val_map at a rung is below the rung's cutoff stops there."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(max_t=max_epochs(cfg), grace_period=cfg.asha.grace_period,
+                         reduction_factor=cfg.asha.reduction_factor)  # fmt: skip
+
+
 def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     trainable = tune.with_resources(
@@ -99,13 +107,11 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
         if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"--resume: no search to resume at {experiment}")
         return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    scheduler = ASHAScheduler(max_t=max_epochs(cfg), grace_period=cfg.asha.grace_period,
-                              reduction_factor=cfg.asha.reduction_factor)  # fmt: skip
     return tune.Tuner(
         trainable,
         param_space=search_space(cfg),
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=scheduler,
+            metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=asha_scheduler(cfg),
             search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),

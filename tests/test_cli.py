@@ -11,11 +11,13 @@ import sys
 import pandas as pd
 import pytest
 
+from tests.helpers import run_group
+
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=1500)
+    return run_group([sys.executable, *args], timeout=1500, env=ENV, cwd=cwd)
 
 
 def test_package_lists_its_stages():

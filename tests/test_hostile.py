@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from hpa_ray.masks import encode_mask
+from tests.helpers import process_group, run_group
 
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -24,7 +25,7 @@ BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".jo
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+    return run_group([sys.executable, *args], timeout=timeout, env=ENV)
 
 
 def _submission(path, rows: list[tuple[str, int, int, str]]) -> str:
@@ -137,11 +138,11 @@ def test_two_concurrent_segment_runs_never_write_a_cell_twice(synth_set, tmp_pat
     out_dir = tmp_path / "seg"
     args = [sys.executable, "-m", "hpa_ray.segment", "--input-dir", str(synth_set / "images"), "--labels",
             str(synth_set / "labels.csv"), "--output-dir", str(out_dir), "crop_size=32"]  # fmt: skip
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(0.5)
-    second = subprocess.Popen(args + ["images_per_block=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=ENV)  # fmt: skip
-    outs = [(p.wait(timeout=600), p.communicate()[1]) for p in (first, second)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": ENV}
+    with process_group(args, **pipes) as first:
+        time.sleep(0.5)
+        with process_group(args + ["images_per_block=2"], **pipes) as second:
+            outs = [(p.wait(timeout=600), p.communicate()[1]) for p in (first, second)]
     codes = sorted(code for code, _ in outs)
     assert codes in ([0, 0], [0, 2]), outs
     if codes == [0, 2]:

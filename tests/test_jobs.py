@@ -50,14 +50,14 @@ def head(tmp_path):
     agent_ports = [f"--{name}={_free_port()}" for name in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
         "metrics-export-port", "ray-client-server-port")]  # fmt: skip
-    started = subprocess.run(
-        [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}",
-         "--include-dashboard=true", "--disable-usage-stats", *agent_ports],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stderr[-2000:]
-    try:
+    try:  # a failed or timed-out start may have left some of the head's processes
+        started = subprocess.run(
+            [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}",
+             "--include-dashboard=true", "--disable-usage-stats", *agent_ports],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr[-2000:]
         yield {"env": env, "address": f"http://127.0.0.1:{dashboard}"}
     finally:
         _stop_head(temp_dir)
@@ -79,14 +79,19 @@ def test_segmentation_job_on_a_separate_head(head, synth_set, tmp_path):
     assert "SUCCEEDED" in listed.stdout
     manifest = pd.read_parquet(out / "images.parquet")
     assert len(manifest) == 6 and (manifest.status == "ok").all() and manifest.n_cells.sum() > 0
+    # The script ends with the stage's own status: 2 for unusable inputs (ray job submit says 1).
+    folds = subprocess.run(["bash", "jobs/folds.sh", str(tmp_path / "missing.csv"), str(tmp_path / "folds.csv")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert folds.returncode == 2 and "missing.csv" in folds.stdout + folds.stderr, (folds.stdout + folds.stderr)[-3000:]
 
 
 def _stand_in_stages(directory: Path, statuses: dict[str, int]) -> Path:
-    """Stage scripts that record their call and end with the given exit status."""
+    """Stage scripts that record their call (name and arguments) and end with the given exit status."""
     directory.mkdir()
     for name in ("segment", "folds", "tune", "train", "predict"):
         script = directory / f"{name}.sh"
-        script.write_text(f'#!/usr/bin/env bash\necho {name} >> "{directory}/calls"\nexit {statuses.get(name, 0)}\n')
+        record = f'echo {name} "$@" >> "{directory}/calls"'
+        script.write_text(f"#!/usr/bin/env bash\n{record}\nexit {statuses.get(name, 0)}\n")
         script.chmod(0o755)
     return directory
 
@@ -107,4 +112,39 @@ def test_pipeline_goes_on_after_3_and_stops_after_2_or_other(tmp_path, statuses,
     run = subprocess.run(["bash", "jobs/pipeline.sh", str(tmp_path / "root")], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, env={**os.environ, "HPA_RAY_STAGES": str(stages)})  # fmt: skip
     assert run.returncode == exit_status, run.stderr
-    assert (stages / "calls").read_text().split() == calls and said in run.stderr, run.stderr
+    lines = (stages / "calls").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == calls and said in run.stderr, run.stderr
+    root = tmp_path / "root"
+    assert lines[0] == f"segment {root}/train {root}/train.csv {root}/out/segment --config conf/cluster/segment.yaml"
+    if len(lines) == 5:  # each stage reads what the one before it wrote
+        assert lines[3].endswith(f"{root}/out/runs/b2 --config {root}/out/search/best_config.yaml")
+        out = f"{root}/out"
+        assert lines[4] == f"predict {root}/test {out}/runs/b2 {out}/submission.csv --ids {root}/sample_submission.csv"
+
+
+@pytest.mark.parametrize("script, args, module", [
+    ("segment.sh", ["IN", "L.csv", "OUT", "crop_size=64"], "hpa_ray.segment"),
+    ("folds.sh", ["L.csv", "F.csv", "--n-folds", "3"], "hpa_ray.folds"),
+    ("tune.sh", ["C", "F.csv", "S", "num_samples=2"], "hpa_ray.tune"),
+    ("train.sh", ["C", "F.csv", "R"], "hpa_ray.train"),
+    ("predict.sh", ["IN", "R", "S.csv", "--ids", "I.csv"], "hpa_ray.predict"),
+])  # fmt: skip
+def test_each_job_script_submits_its_stage_with_flags_the_stage_knows(tmp_path, script, args, module):
+    """`ray job submit` stood in by a script that records its arguments: the job is the stage's
+    module, from the working directory, with flags that module's --help lists."""
+    (tmp_path / "bin").mkdir()
+    ray = tmp_path / "bin" / "ray"
+    ray.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{tmp_path}/submitted"\n')
+    ray.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", f"jobs/{script}", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    submitted = (tmp_path / "submitted").read_text().splitlines()
+    assert submitted[:2] == ["job", "submit"] and "--working-dir" in submitted
+    job = submitted[submitted.index("--") + 1 :]
+    assert job[:3] == ["python", "-m", module] and job[-len(args[3:]) or len(job) :] == args[3:]
+    help_text = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120).stdout  # fmt: skip
+    flags = {a for a in job if a.startswith("--")}
+    assert flags and all(flag in help_text for flag in flags), (flags, help_text)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.helpers import run_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,10 +26,10 @@ def test_segmentation_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "seg"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    run = subprocess.run(
+    run = run_group(
         [sys.executable, "tests/multinode_segment.py", str(data / "images"), str(data / "labels.csv"), str(out),
          str(tmp_path / "report.json")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=env, timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     report = json.loads((tmp_path / "report.json").read_text())
@@ -57,16 +58,16 @@ def test_fold_training_resumes_after_its_worker_dies_on_a_multinode_cluster(tmp_
                                                                                            index=False)  # fmt: skip
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    seg = subprocess.run(
+    seg = run_group(
         [sys.executable, "-m", "hpa_ray.segment", "--input-dir", str(data / "images"), "--labels",
          str(data / "labels.csv"), "--output-dir", str(tmp_path / "seg"), "crop_size=32"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=env, timeout=600,
     )  # fmt: skip
     assert seg.returncode == 0, seg.stderr[-3000:]
-    run = subprocess.run(
+    run = run_group(
         [sys.executable, "tests/multinode_train.py", str(tmp_path / "seg" / "cells"), str(tmp_path / "folds.csv"),
          str(tmp_path / "run")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=env, timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     fold_dir = tmp_path / "run" / "fold-0"

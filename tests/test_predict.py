@@ -64,9 +64,14 @@ def test_ensemble_means_models_and_flips(run_dir):
 
     plain = scores(run.paths, tta=False)
     assert plain.shape == (5, 19) and ((plain > 0) & (plain < 1)).all()
-    assert not np.allclose(plain, scores(run.paths, tta=True))
     each = [scores([p], tta=False) for p in run.paths]
     assert np.allclose(plain, np.mean(each, axis=0), atol=1e-6)  # the mean of the folds' sigmoids
+    # TTA: the mean over the crop, its horizontal and its vertical flip (each flip of the
+    # crops themselves scored without TTA), not merely something else than no TTA.
+    tta = Ensemble(json.dumps({"paths": list(run.paths), "train": run.train.model_dump()}), tta=True)(crops)
+    flipped = [Ensemble(json.dumps({"paths": list(run.paths), "train": run.train.model_dump()}), tta=False)(
+        np.ascontiguousarray(c)) for c in (crops, crops[..., ::-1], crops[..., ::-1, :])]  # fmt: skip
+    assert not np.allclose(tta, plain) and np.allclose(tta, np.mean(flipped, axis=0), atol=1e-5)
 
 
 def test_a_bag_run_scores_each_image_as_one_bag_and_fuses(ray_local, synth_set, tmp_path):
@@ -77,6 +82,10 @@ def test_a_bag_run_scores_each_image_as_one_bag_and_fuses(ray_local, synth_set, 
     crops = np.random.default_rng(1).integers(0, 255, (6, 4, CROP, CROP), dtype=np.uint8)
     cell, image = ensemble.bag(crops)
     assert cell.shape == (6, 19) and image.shape == (19,) and ((image > 0) & (image < 1)).all()
+    plain = Ensemble(json.dumps({"paths": list(run.paths), "train": run.train.model_dump()}), tta=False)
+    flipped = [plain.bag(np.ascontiguousarray(c)) for c in (crops, crops[..., ::-1], crops[..., ::-1, :])]
+    assert np.allclose(cell, np.mean([c for c, _ in flipped], axis=0), atol=1e-5)
+    assert np.allclose(image, np.mean([i for _, i in flipped], axis=0), atol=1e-5)
     ((_, tiled),) = ensemble.score_images([crops])
     assert np.allclose(tiled, image[None].repeat(6, 0))
     subs = {}
@@ -114,13 +123,19 @@ def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, syn
     assert all(sub.loc[i, "PredictionString"] for i in good)
 
 
-def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path):
+def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path, capsys):
     with pytest.raises(ModelError, match="no models under"):
         load_run(tmp_path, PredictConfig())
     mixed = _make_run(tmp_path / "mixed")
     write_resolved(TrainConfig(model="tiny", image_size=48), mixed / "fold-1" / "config.yaml")
     with pytest.raises(ModelError, match="differ in image_size"):
         load_run(mixed, PredictConfig())
+    architectures = _make_run(tmp_path / "architectures")
+    write_resolved(TrainConfig(model="small"), architectures / "fold-1" / "config.yaml")
+    args = ["--images", str(tmp_path), "--output", str(tmp_path / "mixed.csv")]
+    assert main([*args, "--models", str(architectures)]) == 2  # the CLI: a message and exit 2
+    assert "differ in model: {'fold-0': 'tiny', 'fold-1': 'small'}" in capsys.readouterr().err
+    assert not (tmp_path / "mixed.csv").exists()
     wrong = _make_run(tmp_path / "wrong")
     write_resolved(TrainConfig(model="efficientnet-b2"), wrong / "fold-0" / "config.yaml")
     write_resolved(TrainConfig(model="efficientnet-b2"), wrong / "fold-1" / "config.yaml")

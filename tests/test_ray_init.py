@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+
+from tests.helpers import run_group
 
 # Another Ray runs beside the one under test; an actor of the tested one asks Ray's state API
 # about an actor, as Ray Train's placement-group cleaner does.
@@ -12,20 +13,22 @@ SCRIPT = """
 import subprocess, sys
 other = subprocess.Popen([sys.executable, "-c", "import ray, time; ray.init(num_cpus=1, include_dashboard=False); "
                           "print('up', flush=True); time.sleep(300)"], stdout=subprocess.PIPE, text=True)
-assert other.stdout.readline().strip() == "up"
-import ray
-from hpa_ray import _ray
-_ray.init_ray(num_cpus=1)
+try:
+    assert other.stdout.readline().strip() == "up"
+    import ray
+    from hpa_ray import _ray
+    _ray.init_ray(num_cpus=1)
 
-@ray.remote
-class Probe:
-    def state_of(self, actor_id):
-        from ray.util.state import get_actor
-        return get_actor(actor_id, timeout=30).state
+    @ray.remote
+    class Probe:
+        def state_of(self, actor_id):
+            from ray.util.state import get_actor
+            return get_actor(actor_id, timeout=30).state
 
-probe = Probe.remote()
-print("state:", ray.get(probe.state_of.remote(probe._actor_id.hex())))
-other.kill()
+    probe = Probe.remote()
+    print("state:", ray.get(probe.state_of.remote(probe._actor_id.hex())))
+finally:
+    other.kill()
 """
 
 
@@ -34,6 +37,6 @@ def test_ray_internals_find_their_cluster_beside_another_ray():
     active Ray instances", Ray Train's placement-group cleaner dies, and an ASHA-stopped trial
     keeps its CPUs (seen: the demo's fold training then waited forever)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    out = run_group([sys.executable, "-c", SCRIPT], timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "state: ALIVE" in out.stdout

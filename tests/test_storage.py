@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from hpa_ray import storage
+from tests.helpers import run_group
 
 BUCKET = "hpa-test"
 
@@ -110,7 +111,7 @@ def test_files_round_trip(root, tmp_path):
 
 def _run(env: dict, cwd, *args: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | env | {"RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=900)
+    return run_group([sys.executable, "-m", *args], timeout=900, env=full, cwd=cwd)
 
 
 def _keys(prefix: str) -> list[str]:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,13 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from hpa_ray.bags import collate_bags
 from hpa_ray.config import FoldsConfig, SegmentConfig, SynthConfig, TrainConfig
 from hpa_ray.folds import make_folds, read_label_matrix
 from hpa_ray.model import ModelError, build_model
+from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment
 from hpa_ray.synth import generate
 from hpa_ray.train import fit_fold, main, train_folds
-from hpa_ray.train_data import CellCollate, fold_datasets
+from hpa_ray.train_data import CellCollate, crops_to_numpy, fold_datasets
+from tests.helpers import process_group, run_group
 
 CROP = 64
 FAST = dict(model="tiny", batch_size=32, lr=3e-3, cpus_per_worker=0.5, patience=10)
@@ -130,7 +138,7 @@ def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells):
     folds = pd.read_csv(cells["folds"])
 
     def passes(cache: bool, augment: bool, n: int = 2) -> list[np.ndarray]:
-        train, _ = fold_datasets(str(cells["cells"]), folds, 0, None, augment, cache=cache)
+        train, _ = fold_datasets(str(cells["cells"]), folds, 0, cache=cache)
         collate = CellCollate(None, augment)  # what the training worker's batches go through
         return [np.concatenate([b["crop"].numpy() for b in train.iter_torch_batches(batch_size=64, collate_fn=collate)])
                 for _ in range(n)]  # fmt: skip
@@ -142,3 +150,43 @@ def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells):
     assert len(plain) == len(cached) > 0 and np.array_equal(by_content(plain), by_content(cached))
     first, second = passes(True, True)
     assert first.shape == second.shape and not np.array_equal(by_content(first), by_content(second))
+
+
+def test_augmentation_draws_follow_the_seed(cells):
+    """The flips of a training batch come from (seed, worker, epoch): the same seed draws the
+    same flips, another epoch draws others; bags likewise."""
+    table = pq.read_table(next(Path(cells["cells"]).glob("*.parquet")), columns=["image_id", "crop", "labels"])
+    crops = lambda seed: CellCollate(None, True, seed)(table)["crop"].numpy()  # noqa: E731
+    assert np.array_equal(crops((0, 0, 1)), crops((0, 0, 1)))
+    assert not np.array_equal(crops((0, 0, 1)), crops((0, 0, 2)))
+    bag = {"crops": [crops_to_numpy(table)], "labels": [np.zeros(NUM_CLASSES, np.float32)]}
+    drawn = lambda seed: collate_bags(bag, 4, True, rng=np.random.default_rng(seed))["crops"].numpy()  # noqa: E731
+    assert np.array_equal(drawn((0, 0, 1)), drawn((0, 0, 1))) and not np.array_equal(drawn((0, 0, 1)), drawn((1, 0, 1)))
+
+
+def test_train_run_again_into_its_run_dir_resumes_the_interrupted_fold(cells, tmp_path):
+    """`python -m hpa_ray.train` killed mid-fold, then the same command: the fold goes on from
+    its last checkpoint, each epoch once in metrics.csv; another config is refused (exit 2)."""
+    run_dir, fold_dir = tmp_path / "run", tmp_path / "run" / "fold-2"
+    args = [sys.executable, "-m", "hpa_ray.train", "--cells", str(cells["cells"]), "--folds", str(cells["folds"]),
+            "--fold", "2", "--run-dir", str(run_dir), *(f"{k}={v}" for k, v in FAST.items()), "epochs=5"]  # fmt: skip
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    with process_group(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None and _reports(fold_dir) < 2:
+            time.sleep(0.5)
+        assert _reports(fold_dir) >= 2 and first.poll() is None, "killed after epoch 1, before the end"
+    again = run_group(args, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    reports = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
+    resumed = [r for r in reports if r["resumed_from_epoch"] >= 0]
+    assert resumed and resumed[0]["epoch"] == resumed[0]["resumed_from_epoch"] + 1, "from a checkpoint, not epoch 0"
+    assert list(pd.read_csv(fold_dir / "metrics.csv").epoch) == [0, 1, 2, 3, 4]
+    other = run_group([*args, "epochs=6"], timeout=300, env=env)
+    assert other.returncode == 2 and "was trained with another config" in other.stderr, other.stderr[-2000:]
+
+
+def _reports(fold_dir: Path) -> int:
+    path = fold_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
