@@ -235,7 +235,8 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
     results = pd.DataFrame(columns=["image_id", "status", "error", "n_cells", "image_height", "image_width"])
     if listing.jobs:
         check_backend(run.segment)
-        _ray.init_ray()
+        _ray.init_ray(dashboard=False)
+        _ray.prewarm_workers(("ray.data", "hpa_ray.predict"))
         with _reservation(enabled=infer_in_actors(run.segment) or _use_gpu(cfg)):
             results = _collect(build_predict_dataset(listing.jobs, run, cfg), len(listing.jobs), results.columns)
     rows = _rows(listing, results, ids, images_dir)

@@ -379,7 +379,8 @@ def _segment_into(out_dir: str, listing, input_dir, cfg: SegmentConfig, labels_c
     _write_refused(out_dir, listing.refused)
     if jobs:
         check_backend(cfg)
-        _ray.init_ray()
+        _ray.init_ray(dashboard=False)
+        _ray.prewarm_workers(("ray.data", "hpa_ray.segment"))
         _warn_cpu_only(cfg)
         before = {p.path for p in _manifest_parts(out_dir)}
         with (
