@@ -101,7 +101,7 @@ class TrainConfig(_Section):
     seed: int = 0  # model initialisation and data order
     max_failures: int = Field(2, ge=0)  # worker-group restarts (from the last checkpoint)
     storage_path: Text | None = None  # Ray Train/Tune storage; null: RUN_DIR/ray_results
-    fail_at_epoch: int | None = None  # tests: kill a worker once at this epoch (fault injection)
+    fail_at_epoch: int | None = None  # tests only (fault injection): kill a worker once at this epoch; not in conf/
 
     @field_validator("model")
     @classmethod

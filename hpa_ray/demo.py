@@ -22,7 +22,7 @@ from hpa_ray import _ray, console
 from hpa_ray.backbones import backbone_names
 from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig, SynthConfig, TrainConfig, TuneConfig
 from hpa_ray.evaluate import evaluate, read_truth
-from hpa_ray.folds import make_folds, read_label_matrix
+from hpa_ray.folds import read_label_matrix, write_folds
 from hpa_ray.predict import run_predict
 from hpa_ray.report import run_report
 from hpa_ray.schema import NUM_CLASSES
@@ -71,14 +71,6 @@ def _gpu_share(folds: int) -> float:
     _ray.init_ray()
     gpus = _ray.cluster_resources().get("GPU", 0)
     return min(1.0, gpus / folds) if gpus else 1.0
-
-
-def _folds(labels_csv: Path, out: Path, n_folds: int, seed: int) -> Path:
-    ids, y = read_label_matrix(labels_csv)
-    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=n_folds, seed=seed))}).to_csv(
-        out, index=False
-    )
-    return out
 
 
 def _search(outputs: dict, out: Path, size: DemoSize, base: TrainConfig) -> TrainConfig:
@@ -135,7 +127,8 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | N
     print(summary_line(result))
     outputs["train_cells"] = out / "segment" / "train" / "cells"
     _step(f"folds: {size.folds}, over images")
-    outputs["folds"] = _folds(outputs["train_data"] / "labels.csv", out / "folds.csv", size.folds, seed)
+    folds_cfg = FoldsConfig(n_folds=size.folds, seed=seed)
+    outputs["folds"] = Path(write_folds(outputs["train_data"] / "labels.csv", out / "folds.csv", folds_cfg).output)
     base = TrainConfig(model=size.model, epochs=size.epochs, batch_size=32, cpus_per_worker=0.5,
                        gpus_per_worker=_gpu_share(size.folds), patience=size.epochs, seed=seed)  # fmt: skip
     _step(f"search: {size.search_trials} trials over the learning rate, fold 0, Optuna + ASHA")

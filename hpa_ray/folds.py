@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,29 @@ def balance_table(y: np.ndarray, folds: np.ndarray, n_folds: int) -> pd.DataFram
     return table
 
 
+@dataclass
+class FoldsResult:
+    folds: pd.DataFrame  # image_id, fold
+    balance: pd.DataFrame  # balance_table
+    output: str  # the folds CSV
+    balance_csv: str  # OUTPUT_balance.csv (beside it: OUTPUT_config.yaml, the resolved config)
+
+
+def write_folds(labels_csv: str | Path, output: str | Path, cfg: FoldsConfig) -> FoldsResult:
+    """The stage as a library function: image-level folds of the images in `labels_csv`
+    (ID,Label) → `output` (image_id,fold; local or a URI), its balance table and resolved config
+    beside it. InputError for an unusable labels file."""
+    ids, y = read_label_matrix(labels_csv)
+    folds = pd.DataFrame({"image_id": ids, "fold": make_folds(y, cfg)})
+    output = str(output)
+    storage.write_text(output, folds.to_csv(index=False))
+    table = balance_table(y, folds.fold.to_numpy(), cfg.n_folds)
+    stem = os.path.splitext(output)[0]
+    storage.write_text(f"{stem}_balance.csv", table.to_csv(index=False))
+    write_resolved(cfg, f"{stem}_config.yaml")
+    return FoldsResult(folds, table, output, f"{stem}_balance.csv")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpa_ray.folds", description=__doc__.splitlines()[0])
     parser.add_argument("--labels", required=True, help="CSV with ID,Label")
@@ -144,24 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     overrides += [f"seed={args.seed}"] if args.seed is not None else []
     try:
         cfg = load_config(FoldsConfig, args.config, overrides)
-        ids, y = read_label_matrix(args.labels)
-        folds = make_folds(y, cfg)
+        result = write_folds(args.labels, args.output, cfg)
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.output
-    storage.write_text(out, pd.DataFrame({"image_id": ids, "fold": folds}).to_csv(index=False))
-    table = balance_table(y, folds, cfg.n_folds)
-    stem = os.path.splitext(out)[0]
-    balance = f"{stem}_balance.csv"
-    storage.write_text(balance, table.to_csv(index=False))
-    write_resolved(cfg, f"{stem}_config.yaml")
+    table = result.balance
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.to_string(index=False))
     watched = table[table.positives >= cfg.min_positives]
     print(
-        f"folds: {len(ids)} images in {cfg.n_folds} folds → {out}; worst deviation over classes with "
-        f">= {cfg.min_positives} positives: {watched.max_deviation.max():.1%}; balance table → {balance}"
+        f"folds: {len(result.folds)} images in {cfg.n_folds} folds → {result.output}; worst deviation over "
+        f"classes with >= {cfg.min_positives} positives: {watched.max_deviation.max():.1%}; "
+        f"balance table → {result.balance_csv}"
     )
     return 0
 

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_ray.config import FoldsConfig
-from hpa_ray.folds import balance_table, main, make_folds, read_label_matrix
+from hpa_ray.config import FoldsConfig, load_config
+from hpa_ray.folds import balance_table, main, make_folds, read_label_matrix, write_folds
 from hpa_ray.images import InputError
 
 
@@ -76,3 +76,16 @@ def test_an_id_repeated_with_the_same_labels_counts_once(tmp_path, capsys):
     ids, y = read_label_matrix(path)
     assert ids == ["a", "b"] and y[0, [1, 2]].tolist() == [1, 1] and y.sum() == 3
     assert "listed more than once with the same labels" in capsys.readouterr().err
+
+
+def test_write_folds_is_the_stage_as_a_library_function(tmp_path):
+    """What the CLI and the demo call: the folds CSV, its balance table and config beside it,
+    the same folds as make_folds on the same labels."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("ID,Label\n" + "".join(f"i{k},{k % 5}|{(k * 7) % 19}\n" for k in range(60)))
+    result = write_folds(labels, tmp_path / "out" / "folds.csv", FoldsConfig(n_folds=3, seed=2))
+    on_disk = pd.read_csv(tmp_path / "out" / "folds.csv")
+    assert on_disk.equals(result.folds) and sorted(on_disk.fold.unique()) == [0, 1, 2]
+    assert list(on_disk.fold) == list(make_folds(read_label_matrix(labels)[1], FoldsConfig(n_folds=3, seed=2)))
+    assert (tmp_path / "out" / "folds_balance.csv").exists() and result.balance_csv.endswith("folds_balance.csv")
+    assert load_config(FoldsConfig, tmp_path / "out" / "folds_config.yaml") == FoldsConfig(n_folds=3, seed=2)
