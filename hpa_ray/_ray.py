@@ -11,12 +11,16 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 _GCS_PORT = "RAY_GCS_SERVER_PORT"  # read by a starting local Ray
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True) -> None:
+DASHBOARD_ENV = "HPA_RAY_DASHBOARD"
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS), else start an embedded local Ray.
 
-    dashboard: start Ray's dashboard with a local Ray (about 1 s of a small run's start-up);
-    train and tune need it (Ray Train V2 releases finished trials' resources through it),
-    segment and predict start without it unless HPA_RAY_DASHBOARD=1.
+    A local Ray starts with its dashboard (Ray Train V2 releases finished trials' resources
+    through it: without it the next trial of a search waits forever) unless HPA_RAY_DASHBOARD=0,
+    which the segment and predict CLIs set for their own process (about 1 s of a small run's
+    start-up; a user's HPA_RAY_DASHBOARD=1 keeps it).
     """
     import ray
 
@@ -37,12 +41,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     port = _free_port()
     os.environ[_GCS_PORT] = str(port)
     try:
-        dashboard = dashboard or os.environ.get("HPA_RAY_DASHBOARD", "") not in ("", "0")
+        dashboard = os.environ.get(DASHBOARD_ENV, "1") != "0"
         context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=echo,
                            runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}})  # fmt: skip
     finally:
         os.environ.pop(_GCS_PORT, None)
     console.after_ray_init(context)
+
+
+def no_dashboard_unless_asked() -> None:
+    """For a CLI process that runs one stage without Ray Train: its local Ray starts without
+    the dashboard unless HPA_RAY_DASHBOARD says otherwise. Not for library calls: a process
+    that trains later needs the dashboard, and Ray cannot add it once started."""
+    os.environ.setdefault(DASHBOARD_ENV, "0")
 
 
 def prewarm_workers(modules: tuple[str, ...]) -> None:

@@ -235,7 +235,7 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
     results = pd.DataFrame(columns=["image_id", "status", "error", "n_cells", "image_height", "image_width"])
     if listing.jobs:
         check_backend(run.segment)
-        _ray.init_ray(dashboard=False)
+        _ray.init_ray()
         _ray.prewarm_workers(("ray.data", "hpa_ray.predict"))
         with _reservation(enabled=infer_in_actors(run.segment) or _use_gpu(cfg)):
             results = _collect(build_predict_dataset(listing.jobs, run, cfg), len(listing.jobs), results.columns)
@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _ray.no_dashboard_unless_asked()  # a process that only predicts needs no Ray dashboard
     from hpa_ray.predict import main as _main
 
     sys.exit(_main())
