@@ -89,7 +89,7 @@ def main() -> None:
     repos = {"this checkout": ROOT, **{str(r): r for r in args.repo}}
     rows: dict[str, list[dict]] = {name: [] for name in repos}
     for k in range(args.rounds):
-        for name, repo in (repos.items() if k % 2 == 0 else reversed(repos.items())):
+        for name, repo in repos.items() if k % 2 == 0 else reversed(repos.items()):
             with tempfile.TemporaryDirectory() as tmp:
                 rows[name].append(one_round(repo, Path(tmp), parts=not args.cli_only))
             print(f"round {k + 1} {name}: " + " ".join(f"{key} {v:.1f}" for key, v in rows[name][-1].items()))
