@@ -38,7 +38,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # with a second Ray on the machine the lookup fails (Ray Train's placement-group cleaner then
     # dies, and a trial stopped by ASHA keeps its CPUs: the next training waits forever). So the
     # GCS gets a known port and this job's workers get its address.
-    port = _free_port()
+    port = free_port()
     os.environ[_GCS_PORT] = str(port)
     try:
         dashboard = os.environ.get(DASHBOARD_ENV, "1") != "0"
@@ -68,11 +68,13 @@ def prewarm_workers(modules: tuple[str, ...]) -> None:
         for name in names:
             importlib.import_module(name)
 
-    for _ in range(int(ray.cluster_resources().get("CPU", 1))):
+    # This node's CPUs at most: on a large cluster the workers warm up on their own anyway.
+    for _ in range(min(int(ray.cluster_resources().get("CPU", 1)), os.cpu_count() or 1)):
         _import.remote(modules)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

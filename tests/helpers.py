@@ -58,13 +58,6 @@ def loaded_images(dom: str) -> tuple[int, list[str]]:
     return len(images), [tag for tag in images if 'data-state="loaded"' not in tag]
 
 
-def match_f1(pred: np.ndarray, true: np.ndarray, threshold: float = 0.6) -> tuple[int, int, int]:
-    """(true positives, predicted cells, true cells): `hpa_ray.evaluate.match_cells`."""
-    from hpa_ray.evaluate import match_cells
-
-    return match_cells(pred, true, threshold)
-
-
 def labels_from_rles(rows, height: int, width: int) -> np.ndarray:
     """Paint decoded masks of (cell_id, mask_rle) rows into one (H, W) int32 label image."""
     from hpa_ray.masks import decode_mask

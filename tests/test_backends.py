@@ -14,10 +14,10 @@ from hpa_ray.backends.classical import nucleus_radius, size_adapted, size_factor
 from hpa_ray.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
 from hpa_ray.cells import upsample_labels
 from hpa_ray.config import ClassicalConfig, HpaConfig, SegmentConfig, SynthConfig
+from hpa_ray.evaluate import match_cells
 from hpa_ray.schema import CHANNELS
 from hpa_ray.synth import make_image
 from tests.conftest import HPA_REAL, real_image_ids
-from tests.helpers import match_f1
 
 
 def _segment(cfg: SegmentConfig, image: np.ndarray) -> np.ndarray:
@@ -37,7 +37,7 @@ def test_classical_matches_hpa_unet_on_real_images(shared_data):
             ]
         )
         truth = cv2.imread(str(HPA_REAL / "masks" / f"{image_id}_predictedmask.png"), cv2.IMREAD_UNCHANGED)
-        counts = match_f1(_segment(cfg, image), truth)
+        counts = match_cells(_segment(cfg, image), truth)
         tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
     assert n_true == 55
     assert 2 * tp / (n_pred + n_true) >= 0.90
@@ -48,7 +48,7 @@ def test_classical_on_synthetic_cells():
     tp = n_pred = n_true = 0
     for _ in range(3):
         s = make_image(2048, SynthConfig(size=2048), rng)
-        counts = match_f1(_segment(SegmentConfig(), s.image), s.cells)
+        counts = match_cells(_segment(SegmentConfig(), s.image), s.cells)
         tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
     assert 2 * tp / (n_pred + n_true) >= 0.9
 
@@ -73,7 +73,7 @@ def test_classical_holds_at_another_magnification(shared_data):
         counts = np.zeros(3, int)
         for image_id in real_image_ids():
             image, truth = _zoom(*_real(image_id), 0.6)
-            counts += match_f1(_segment(cfg, image), truth)
+            counts += match_cells(_segment(cfg, image), truth)
         scores[adapt] = 2 * counts[0] / (counts[1] + counts[2])
     assert scores[True] >= 0.88 and scores[True] > scores[False], scores
 
@@ -129,7 +129,7 @@ def test_hpa_postprocessing_recovers_cells_from_probability_maps():
         s = make_image(2048, SynthConfig(size=2048), rng)
         small = lambda a: cv2.resize(a, (512, 512), interpolation=cv2.INTER_NEAREST).astype(np.int32)  # noqa: E731
         labels = probabilities_to_labels(_prob_maps(small(s.nuclei), rng), _prob_maps(small(s.cells), rng), cfg)
-        counts = match_f1(upsample_labels(labels, 2048, 2048), s.cells)
+        counts = match_cells(upsample_labels(labels, 2048, 2048), s.cells)
         tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
     assert n_true >= 30
     assert tp == n_true == n_pred, "every known cell is recovered at IoU >= 0.6"

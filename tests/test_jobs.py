@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ import pandas as pd
 import psutil
 import pytest
 
+from hpa_ray._ray import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_head(temp_dir: Path) -> None:
@@ -43,11 +38,11 @@ def head(tmp_path):
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # `ray` of this Python  # fmt: skip
     env.pop("RAY_ADDRESS", None)
     temp_dir = Path(f"/tmp/rayjobs-{os.getpid()}")  # short: Ray's socket paths have a length limit
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     # Every fixed default port on its own free one: the tests' own Ray (or any other on this
     # machine) holds the dashboard agent's 52365, and a head whose agent cannot bind answers
     # every submission with "No available agent to submit job".
-    agent_ports = [f"--{name}={_free_port()}" for name in (
+    agent_ports = [f"--{name}={free_port()}" for name in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
         "metrics-export-port", "ray-client-server-port")]  # fmt: skip
     try:  # a failed or timed-out start may have left some of the head's processes

@@ -12,10 +12,11 @@ import pytest
 
 from hpa_ray.backends._standin import save_standin
 from hpa_ray.config import ConfigError, SegmentConfig, SynthConfig, load_config
+from hpa_ray.evaluate import match_cells
 from hpa_ray.schema import CHANNELS, crops_to_numpy, parse_labels
 from hpa_ray.segment import EXIT_SOME_FAILED, main, run_segment
 from hpa_ray.synth import make_image
-from tests.helpers import labels_from_rles, match_f1
+from tests.helpers import labels_from_rles
 
 CROP = 48
 CFG = SegmentConfig(crop_size=CROP)
@@ -112,7 +113,7 @@ def test_cells_match_truth_and_carry_labels(messy, segmented):
         mine = cells[cells.image_id == image_id]
         pred = labels_from_rles(zip(mine.cell_id, mine.mask_rle), 1024, 1024)
         true = labels_from_rles(zip(*truth[truth.image_id == image_id][["cell_id", "mask_rle"]].values.T), 1024, 1024)
-        counts = match_f1(pred, true)
+        counts = match_cells(pred, true)
         tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
         for row in mine.itertuples():
             assert np.array_equal(row.labels, parse_labels(image_labels[image_id]))

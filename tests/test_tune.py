@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpa_ray._ray import free_port
 from hpa_ray.config import ConfigError, TrainConfig, TuneConfig, load_config
 from hpa_ray.tune import EXIT_INTERRUPTED, run_search, search_space
 from tests.helpers import chromium_dom, loaded_images, process_group, run_group
@@ -77,7 +77,7 @@ def _search_report_shows_every_trial(run_dir, table: pd.DataFrame, tmp_path) -> 
 def _tensorboard_shows_every_trial(run_dir, table: pd.DataFrame) -> None:
     """TensorBoard on 127.0.0.1 over the search directory: its HParams data lists every trial
     with its status beside its best val_map."""
-    port = _free_port()
+    port = free_port()
     board = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1",
              "--port", str(port)]  # fmt: skip
     with process_group(board, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
@@ -111,12 +111,6 @@ def _session_groups(port: int, timeout: float = 90) -> list[dict]:
         if time.time() > deadline:
             raise AssertionError(f"TensorBoard on port {port} listed no sessions within {timeout} s")
         time.sleep(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_search_space_errors():
