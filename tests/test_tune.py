@@ -75,14 +75,15 @@ def _search_report_shows_every_trial(run_dir, table: pd.DataFrame, tmp_path) -> 
 
 
 def _tensorboard_shows_every_trial(run_dir, table: pd.DataFrame) -> None:
-    """TensorBoard on 127.0.0.1 over the search directory: its HParams data lists every trial
-    with its status beside its best val_map."""
+    """TensorBoard on 127.0.0.1 over RUN_DIR/tensorboard (as the README says: over the whole
+    search directory Tune's own HParams sessions can hide these metric columns): its HParams
+    data lists every trial with its status beside its best val_map."""
     port = free_port()
-    board = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1",
+    board = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir / "tensorboard"), "--host", "127.0.0.1",
              "--port", str(port)]  # fmt: skip
     with process_group(board, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         groups = _session_groups(port)
-    ours = {g["name"].rsplit("/", 1)[-1]: g for g in groups if g["name"].startswith("tensorboard/hparams/")}
+    ours = {g["name"].rsplit("/", 1)[-1]: g for g in groups if g["name"].startswith("hparams/")}
     assert set(ours) == set(table.trial_id), groups
     for row in table.itertuples():
         status = "completed" if row.epochs_run == 4 else "stopped by ASHA"
@@ -102,7 +103,7 @@ def _session_groups(port: int, timeout: float = 90) -> list[dict]:
                 f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups", request.encode(),
                 {"Content-Type": "application/json"}), timeout=10)  # fmt: skip
             groups = json.loads(reply.read())["sessionGroups"]
-            ours = [g for g in groups if g["name"].startswith("tensorboard/hparams/")]
+            ours = [g for g in groups if g["name"].startswith("hparams/")]
             # TensorBoard lists a session before it has read its metrics: wait for both
             if ours and all(len(g.get("metricValues", [])) >= 2 for g in ours):
                 return groups
