@@ -55,8 +55,10 @@ class CellMethod:
         logits = model(self._inputs(batch)).float()
         labels = batch["labels"].to(self.device)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        # Inside Ray Train the batches come already on the worker's device (iter_torch_batches'
+        # device="auto"): every array goes back to the host.
         return {"loss": np.array([loss.item()]), "cell": torch.sigmoid(logits).cpu().numpy(),
-                "cell_labels": batch["labels"].numpy(), "image_of": batch["image"].numpy()}  # fmt: skip
+                "cell_labels": labels.cpu().numpy(), "image_of": batch["image"].cpu().numpy()}  # fmt: skip
 
     def items(self, batch) -> int:
         return len(batch["crop"])
