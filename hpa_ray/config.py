@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hpa_ray import storage
 
@@ -72,6 +82,7 @@ class FoldsConfig(_Section):
 
 
 class TrainConfig(_Section):
+    plugins: list[str] = []  # modules imported first, in every process: they may register backbones
     model: str = (
         "efficientnet-b2"  # a backbone of hpa_ray.backbones: efficientnet-b2, timm-efficientnet_b2, small, tiny
     )
@@ -105,9 +116,11 @@ class TrainConfig(_Section):
 
     @field_validator("model")
     @classmethod
-    def _registered(cls, name: str) -> str:
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
         from hpa_ray.backbones import backbone_names
+        from hpa_ray.plugins import import_plugins
 
+        import_plugins(info.data.get("plugins", []))
         if name not in backbone_names():
             raise ValueError(f"unknown model {name!r}; registered: {', '.join(backbone_names())}")
         return name
@@ -176,7 +189,8 @@ class HpaConfig(_Section):
 
 
 class SegmentConfig(_Section):
-    backend: Literal["classical", "hpa"] = "classical"  # segmentation backend
+    plugins: list[str] = []  # modules imported first, in every process: they may register backends
+    backend: str = "classical"  # a registered segmentation backend: classical, hpa, or a plugin's
     crop_size: int = Field(260, ge=8)  # side S of the (C, S, S) uint8 crop per cell
     batch_size: int = Field(4, ge=1)  # images per call of a segmentation actor
     images_per_block: int | Literal["auto"] = "auto"  # images per task and Parquet file; auto: 1-16
@@ -187,6 +201,42 @@ class SegmentConfig(_Section):
     task_num_cpus: float = Field(1.0, gt=0)  # CPUs per decode / cut task
     classical: ClassicalConfig = ClassicalConfig()
     hpa: HpaConfig = HpaConfig()
+    # Plugin backends' sections, by backend name; written as `segment.NAME` like the built-in ones.
+    sections: dict[str, dict] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugin_sections(cls, data):
+        """Import the plugins, then move `NAME: {...}` of a registered plugin backend into sections."""
+        if not isinstance(data, dict):
+            return data
+        from hpa_ray.backends.registry import backend_names
+        from hpa_ray.plugins import import_plugins
+
+        plugins = data.get("plugins") or []
+        import_plugins(plugins if isinstance(plugins, list) else [])
+        moved = {k: v for k, v in data.items() if k not in cls.model_fields and k in backend_names()}
+        if not moved:
+            return data
+        rest = {k: v for k, v in data.items() if k not in moved}
+        return {**rest, "sections": {**(data.get("sections") or {}), **moved}}
+
+    @model_validator(mode="after")
+    def _registered_backend(self):
+        from hpa_ray.backends.registry import backend_spec
+
+        backend_spec(self.backend)  # ValueError naming the registered ones
+        for name, values in self.sections.items():
+            backend_spec(name).config.model_validate(values)
+        return self
+
+    def section(self) -> BaseModel:
+        """The chosen backend's validated config section."""
+        if self.backend in type(self).model_fields:
+            return getattr(self, self.backend)
+        from hpa_ray.backends.registry import backend_spec
+
+        return backend_spec(self.backend).config.model_validate(self.sections.get(self.backend, {}))
 
 
 class PredictConfig(_Section):

@@ -17,6 +17,7 @@ from torch import nn
 
 from hpa_ray.backbones import ModelError, check_pretrained, get_backbone
 from hpa_ray.config import TrainConfig
+from hpa_ray.plugins import import_plugins
 from hpa_ray.schema import NUM_CLASSES
 
 __all__ = ["BagClassifier", "CellClassifier", "ModelError", "bag_loss", "build_model", "check_model_config"]
@@ -102,6 +103,7 @@ def check_model_config(cfg: TrainConfig) -> None:
 def build_model(cfg: TrainConfig) -> nn.Module:
     """The backbone named by cfg.model with the heads of cfg.method."""
     check_model_config(cfg)
+    import_plugins(cfg.plugins)
     spec = get_backbone(cfg.model)
     backbone = spec.build(cfg.pretrained)
     if cfg.method == "bag":

@@ -26,7 +26,17 @@ import pyarrow as pa
 
 from hpa_ray import _ray, console, storage
 from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes
-from hpa_ray.backends import BackendError, build_backend, build_postprocess, build_preprocess, check_backend, wants_gpu
+from hpa_ray.backends import (
+    BackendError,
+    backend_names,
+    build_backend,
+    build_postprocess,
+    build_preprocess,
+    check_backend,
+    gpu_use,
+    wants_gpu,
+)
+from hpa_ray.backends.registry import backend_spec
 from hpa_ray.cells import cut_cells, upsample_labels
 from hpa_ray.config import ConfigError, SegmentConfig, load_config, write_resolved
 from hpa_ray.images import ImageError, InputError, list_images, read_image
@@ -141,7 +151,7 @@ def _segment_row(row: dict, cfg_json: str) -> dict:
 
 def infer_in_actors(cfg: SegmentConfig) -> bool:
     """Actors hold models (and GPUs); a CPU backend runs fused with decode and cut instead."""
-    return cfg.infer_on == "actors" or (cfg.infer_on == "auto" and cfg.backend == "hpa")
+    return cfg.infer_on == "actors" or (cfg.infer_on == "auto" and backend_spec(cfg.backend, cfg.plugins).holds_model)
 
 
 def _object_array(items: list) -> np.ndarray:
@@ -245,8 +255,9 @@ def build_dataset(jobs: list[dict], cfg: SegmentConfig):
 
 
 def _warn_cpu_only(cfg: SegmentConfig) -> None:
-    if cfg.backend == "hpa" and cfg.hpa.device == "auto" and not wants_gpu(cfg):
-        print("warning: the cluster has no GPU: the hpa backend's U-Nets run on CPU actors (slow)", file=sys.stderr)
+    if gpu_use(cfg) == "if_available" and not wants_gpu(cfg):
+        print(f"warning: the cluster has no GPU: the {cfg.backend} backend's models run on CPU actors (slow)",
+              file=sys.stderr)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -418,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--labels", help="CSV with ID,Label (optional; test images have none)")
     parser.add_argument("--output-dir", required=True, help="where cells/ and images.parquet go (local or a URI)")
-    parser.add_argument("--backend", choices=["classical", "hpa"], help="overrides the config's backend")
+    parser.add_argument("--backend", help=f"overrides the config's backend: {', '.join(backend_names())}, or one a "
+                        "plugin registers (segment.plugins)")  # fmt: skip
     parser.add_argument("--config", help="YAML SegmentConfig (conf/segment.yaml)")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. classical.scale=0.5")

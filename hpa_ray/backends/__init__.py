@@ -1,4 +1,5 @@
-"""Segmentation backends behind one interface, chosen by `segment.backend`.
+"""Segmentation backends behind one interface, chosen by `segment.backend` from a registry
+(`hpa_ray.backends.registry`: a backend registers its config section and three steps).
 
 Three steps, so that the CPU-heavy parts spread over every core instead of queueing behind
 the actors that hold the models:
@@ -7,74 +8,119 @@ the actors that hold the models:
 - `build_backend(cfg).infer(inputs) -> raws`: batched, in the segmentation actors (may hold
   models on a GPU);
 - `build_postprocess(cfg)`: raw → (h, w) int32 labels at model scale (CPU tasks).
+
+The built-in `classical` and `hpa` register below, importing their modules only when a step is
+built (reading the registry stays cheap); a plugin backend is a module of its own
+(`hpa_ray.plugins`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Protocol
 
 import numpy as np
 
 from hpa_ray.backends._common import BackendError, downscale
-from hpa_ray.config import SegmentConfig
+from hpa_ray.backends.registry import BackendSpec, SegmentationBackend, backend_names, backend_spec, register_backend
+from hpa_ray.config import ClassicalConfig, HpaConfig, SegmentConfig
 
-__all__ = ["BackendError", "build_backend", "build_postprocess", "build_preprocess", "check_backend", "wants_gpu"]
+__all__ = ["BackendError", "BackendSpec", "SegmentationBackend", "backend_names", "build_backend",
+           "build_postprocess", "build_preprocess", "check_backend", "gpu_use", "register_backend",
+           "wants_gpu"]  # fmt: skip
 
 
-class SegmentationBackend(Protocol):
-    uses_gpu: bool
-
-    def infer(self, images: list[np.ndarray]) -> list[np.ndarray]: ...
+def _spec_and_section(cfg: SegmentConfig):
+    spec = backend_spec(cfg.backend, cfg.plugins)
+    return spec, cfg.section()
 
 
 def build_preprocess(cfg: SegmentConfig) -> Callable[[np.ndarray], np.ndarray]:
     """image (4, H, W) uint8 → model input (4, h, w) uint8, h = round(H * scale)."""
-    return partial(downscale, scale=cfg.hpa.scale if cfg.backend == "hpa" else cfg.classical.scale)
+    spec, section = _spec_and_section(cfg)
+    return spec.preprocess(section)
 
 
 def build_backend(cfg: SegmentConfig) -> SegmentationBackend:
     """The backend named by cfg.backend, built from its config section."""
-    if cfg.backend == "hpa":
-        from hpa_ray.backends.hpa import HpaBackend
-
-        return HpaBackend(cfg.hpa)
-    from hpa_ray.backends.classical import ClassicalBackend
-
-    return ClassicalBackend(cfg.classical)
+    spec, section = _spec_and_section(cfg)
+    return spec.backend(section)
 
 
 def build_postprocess(cfg: SegmentConfig) -> Callable[[np.ndarray], np.ndarray]:
     """raw (from infer) → (h, w) int32 cell labels; cheap to build, holds no model."""
-    if cfg.backend == "hpa":
-        from hpa_ray.backends.hpa import raw_to_labels
-
-        return partial(raw_to_labels, cfg=cfg.hpa)
-    from hpa_ray.backends.classical import segment_cells
-
-    return partial(segment_cells, p=cfg.classical)
+    spec, section = _spec_and_section(cfg)
+    return spec.postprocess(section)
 
 
 def check_backend(cfg: SegmentConfig) -> None:
     """On the driver, before any task: what every actor would fail on (model files missing, not
     a model, a wrong SHA-256, a package missing) fails here, once, as a BackendError."""
-    if cfg.backend == "hpa":
-        from hpa_ray.backends.hpa import load_pickled_module
+    spec, section = _spec_and_section(cfg)
+    spec.check(section)
 
-        load_pickled_module(cfg.hpa.nuclei_model, cfg.hpa.nuclei_sha256, "nuclei_model")
-        load_pickled_module(cfg.hpa.cell_model, cfg.hpa.cell_sha256, "cell_model")
+
+def gpu_use(cfg: SegmentConfig) -> str:
+    """never | if_available | always (`hpa_ray.backends.registry.GpuUse`)."""
+    spec, section = _spec_and_section(cfg)
+    return spec.gpu(section)
 
 
 def wants_gpu(cfg: SegmentConfig) -> bool:
-    """Whether the backend's actors should ask Ray for GPUs: `hpa` on `cuda`, or on `auto` when
+    """Whether the backend's actors should ask Ray for GPUs: `always`, or `if_available` when
     the cluster has GPUs (asking a cluster without any would wait forever)."""
-    if cfg.backend != "hpa" or cfg.hpa.device == "cpu":
-        return False
-    return cfg.hpa.device == "cuda" or _cluster_gpus() > 0
+    use = gpu_use(cfg)
+    return use == "always" or (use == "if_available" and _cluster_gpus() > 0)
 
 
 def _cluster_gpus() -> float:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+
+
+# ---------------------------------------------------------------- the built-in backends
+
+
+def _scaled(section) -> Callable[[np.ndarray], np.ndarray]:
+    return partial(downscale, scale=section.scale)
+
+
+def _classical_backend(section: ClassicalConfig):
+    from hpa_ray.backends.classical import ClassicalBackend
+
+    return ClassicalBackend(section)
+
+
+def _classical_postprocess(section: ClassicalConfig):
+    from hpa_ray.backends.classical import segment_cells
+
+    return partial(segment_cells, p=section)
+
+
+def _hpa_backend(section: HpaConfig):
+    from hpa_ray.backends.hpa import HpaBackend
+
+    return HpaBackend(section)
+
+
+def _hpa_postprocess(section: HpaConfig):
+    from hpa_ray.backends.hpa import raw_to_labels
+
+    return partial(raw_to_labels, cfg=section)
+
+
+def _hpa_check(section: HpaConfig) -> None:
+    from hpa_ray.backends.hpa import load_pickled_module
+
+    load_pickled_module(section.nuclei_model, section.nuclei_sha256, "nuclei_model")
+    load_pickled_module(section.cell_model, section.cell_sha256, "cell_model")
+
+
+def _hpa_gpu(section: HpaConfig) -> str:
+    return {"cpu": "never", "cuda": "always", "auto": "if_available"}[section.device]
+
+
+register_backend(BackendSpec("classical", ClassicalConfig, _scaled, _classical_backend, _classical_postprocess))
+register_backend(BackendSpec("hpa", HpaConfig, _scaled, _hpa_backend, _hpa_postprocess, check=_hpa_check,
+                             gpu=_hpa_gpu, holds_model=True))  # fmt: skip
