@@ -256,7 +256,18 @@ class PredictConfig(_Section):
     border_weight: float = Field(1.0, ge=0, le=1)  # confidences × this for cells cut by the image border
     small_cell_weight: float = Field(1.0, ge=0, le=1)  # confidences × this for small cells …
     small_cell_fraction: float = Field(0.25, ge=0, le=1)  # … those under this × their image's median area
-    segment: dict = {}  # SegmentConfig keys replacing the run's segment_config.yaml (e.g. hpa.cell_model)
+    # SegmentConfig keys replacing those of the run's segment_config.yaml (e.g. hpa.cell_model),
+    # checked against SegmentConfig here, so that a misspelt key fails before any model loads.
+    segment: dict = {}
+
+    @field_validator("segment")
+    @classmethod
+    def _segment_keys(cls, updates: dict) -> dict:
+        try:
+            SegmentConfig.model_validate(_merge(SegmentConfig().model_dump(), updates))
+        except ValidationError as exc:
+            raise ValueError("; ".join(_describe(exc, None).splitlines())) from None
+        return updates
 
 
 Cfg = TypeVar("Cfg", bound=BaseModel)
@@ -312,14 +323,19 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _describe(error: ValidationError, source: str | None) -> str:
+    """One line per error: `source: key: what (got value)`; no source: `key: what (got value)`."""
     lines = []
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key {key!r}")
+            line = f"unknown key {key!r}"
+        elif isinstance(item.get("input"), dict):  # a whole section: the message names what is wrong
+            line = f"{key}: {msg}" if key else msg
         else:
-            lines.append(f"{source}: {key}: {item['msg']} (got {item.get('input')!r})")
+            line = f"{key or '(top level)'}: {msg} (got {item.get('input')!r})"
+        lines.append(f"{source}: {line}" if source else line)
     return "\n".join(lines)
 
 

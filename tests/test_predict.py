@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, write_resolved
+from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, write_resolved
 from hpa_ray.evaluate import evaluate_files
 from hpa_ray.images import InputError
 from hpa_ray.model import ModelError, build_model
@@ -168,8 +168,8 @@ def test_segment_settings_come_from_the_run_unless_overridden(run_dir):
     assert load_run(run_dir, PredictConfig()).segment.crop_size == CROP
     changed = load_run(run_dir, PredictConfig(segment={"crop_size": 40, "classical": {"scale": 0.5}}))
     assert changed.segment.crop_size == 40 and changed.segment.classical.scale == 0.5
-    with pytest.raises(ConfigError, match="unknown key 'crop_sise'"):
-        load_run(run_dir, PredictConfig(segment={"crop_sise": 40}))
+    with pytest.raises(ConfigError, match="overrides: segment: unknown key 'crop_sise'"):
+        load_config(PredictConfig, None, ["segment.crop_sise=40"])  # when the config loads, before any model
 
 
 def test_gpu_actor_gives_what_the_cpu_task_gives(ray_local, synth_set, run_dir):
