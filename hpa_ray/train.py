@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from hpa_ray.train_data import DataError, check_cells, crops_bytes, fold_dataset
 
 BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
 STATE = "state.pt"
+EpochHook = Callable[[int, str], None]  # (epoch, fold_dir), in the rank-0 worker as each epoch starts
 
 
 def _use_gpu(cfg: TrainConfig) -> bool:
@@ -64,14 +65,6 @@ def _evaluate(model, method, shard, amp: bool) -> dict[str, float]:
                 for key, value in method.outputs(model, batch).items():
                     parts[key].append(value)
     return validation_metrics({key: _gather(np.concatenate(values)) for key, values in parts.items()}, method.selects)
-
-
-def _inject_failure(cfg: TrainConfig, epoch: int, fold_dir: str) -> None:
-    """Tests: kill this worker process once, at cfg.fail_at_epoch."""
-    marker = storage.join(fold_dir, "injected_failure")
-    if cfg.fail_at_epoch == epoch and not storage.exists(marker):
-        storage.write_text(marker, f"worker killed at epoch {epoch}\n")
-        os._exit(1)
 
 
 class _Board:
@@ -204,7 +197,8 @@ def train_loop_per_worker(config: dict) -> None:
     writer = _Board(w.fold_dir) if w.rank == 0 else None
     for epoch in range(w.state["epoch"] + 1, w.cfg.epochs):
         if w.rank == 0:
-            _inject_failure(w.cfg, epoch, w.fold_dir)
+            for hook in config.get("epoch_hooks", ()):
+                hook(epoch, w.fold_dir)
         train_loss, rate = _train_epoch(w, ray.train.get_dataset_shard("train"), epoch)
         w.scheduler.step()
         val = _evaluate(w.bare, w.method, ray.train.get_dataset_shard("val"), w.amp)
@@ -238,8 +232,12 @@ def _report(metrics: dict, w: _Worker, writer) -> None:
 
 
 def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: str | Path, cfg: TrainConfig,
-             callbacks: tuple = ()) -> dict:  # fmt: skip
-    """Train one fold with Ray Train; returns the best epoch's metrics. See the module docstring."""
+             callbacks: tuple = (), epoch_hooks: tuple[EpochHook, ...] = ()) -> dict:  # fmt: skip
+    """Train one fold with Ray Train; returns the best epoch's metrics. See the module docstring.
+
+    callbacks: Ray Tune callbacks of the run. epoch_hooks: picklable `hook(epoch, fold_dir)`
+    called in the rank-0 worker as each epoch starts (the tests inject a worker's death so).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -260,7 +258,12 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.model_dump(), "fold": fold, "fold_dir": fold_dir},
+        train_loop_config={
+            "train": cfg.model_dump(),
+            "fold": fold,
+            "fold_dir": fold_dir,
+            "epoch_hooks": list(epoch_hooks),
+        },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"{storage.name(run_dir)}-fold-{fold}",

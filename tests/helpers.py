@@ -15,6 +15,22 @@ import numpy as np
 import pytest
 
 
+class KillWorkerOnce:
+    """A `fit_fold` epoch hook: the rank-0 training worker process dies as `epoch` starts, once
+    per fold directory (a marker file there remembers, and tells the test it happened)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, epoch: int, fold_dir: str) -> None:
+        from hpa_ray import storage
+
+        marker = storage.join(fold_dir, "injected_failure")
+        if epoch == self.epoch and not storage.exists(marker):
+            storage.write_text(marker, f"worker killed at epoch {epoch}\n")
+            os._exit(1)
+
+
 @contextmanager
 def process_group(args: list[str], **popen) -> Iterator[subprocess.Popen]:
     """Popen in a session of its own; on leaving (an assertion failed or a wait timed out

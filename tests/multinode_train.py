@@ -13,6 +13,7 @@ from ray.cluster_utils import Cluster
 
 from hpa_ray.config import TrainConfig
 from hpa_ray.train import fit_fold
+from tests.helpers import KillWorkerOnce  # PYTHONPATH holds the checkout: the workers import it too
 
 
 def main() -> None:
@@ -29,10 +30,9 @@ def main() -> None:
         lr=3e-3,
         cpus_per_worker=0.5,
         patience=3,
-        fail_at_epoch=2,
         cache_data=False,
     )  # fmt: skip  (streamed: read tasks on both nodes)
-    fit_fold(cells, folds, 0, run_dir, cfg)
+    fit_fold(cells, folds, 0, run_dir, cfg, epoch_hooks=(KillWorkerOnce(2),))
     ray.shutdown()
     cluster.shutdown()
 

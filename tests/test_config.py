@@ -87,3 +87,11 @@ def test_resolved_config_round_trips(tmp_path):
     path = write_resolved(cfg, tmp_path / "run" / "config.yaml")
     assert yaml.safe_load(path.read_text())["crop_size"] == 96
     assert load_config(SegmentConfig, path) == cfg
+
+
+def test_fold_configs_saved_with_the_old_test_hook_still_load(tmp_path):
+    (tmp_path / "config.yaml").write_text("model: tiny\nfail_at_epoch: null\n")
+    assert load_config(TrainConfig, tmp_path / "config.yaml").model == "tiny"
+    (tmp_path / "config.yaml").write_text("model: tiny\nfail_at_epoch: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'fail_at_epoch'"):
+        load_config(TrainConfig, tmp_path / "config.yaml")

@@ -56,7 +56,7 @@ def test_fold_training_resumes_after_its_worker_dies_on_a_multinode_cluster(tmp_
     ids, y = read_label_matrix(data / "labels.csv")
     pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(tmp_path / "folds.csv",
                                                                                            index=False)  # fmt: skip
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     seg = run_group(
         [sys.executable, "-m", "hpa_ray.segment", "--input-dir", str(data / "images"), "--labels",

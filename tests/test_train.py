@@ -24,7 +24,7 @@ from hpa_ray.segment import run_segment
 from hpa_ray.synth import generate
 from hpa_ray.train import fit_fold, main, train_folds
 from hpa_ray.train_data import CellCollate, crops_to_numpy, fold_datasets
-from tests.helpers import process_group, run_group
+from tests.helpers import KillWorkerOnce, process_group, run_group
 
 CROP = 64
 FAST = dict(model="tiny", batch_size=32, lr=3e-3, cpus_per_worker=0.5, patience=10)
@@ -91,8 +91,8 @@ def test_one_fold_learns_and_writes_its_outputs(cells, tmp_path):
 
 
 def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):
-    cfg = TrainConfig(**FAST, epochs=4, fail_at_epoch=2)
-    fit_fold(cells["cells"], cells["folds"], 1, tmp_path / "run", cfg)
+    cfg = TrainConfig(**FAST, epochs=4)
+    fit_fold(cells["cells"], cells["folds"], 1, tmp_path / "run", cfg, epoch_hooks=(KillWorkerOnce(2),))
     fold_dir = tmp_path / "run" / "fold-1"
     assert (fold_dir / "injected_failure").exists(), "the failure was injected"
     reports = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
@@ -104,8 +104,8 @@ def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):
 
 
 def test_a_bag_fold_learns_reports_both_levels_and_resumes_after_a_killed_worker(cells, tmp_path):
-    cfg = TrainConfig(**FAST, epochs=5, method="bag", bag_size=4, cell_loss_weight=1.0, fail_at_epoch=2)
-    best = fit_fold(cells["cells"], cells["folds"], 0, tmp_path / "run", cfg)
+    cfg = TrainConfig(**FAST, epochs=5, method="bag", bag_size=4, cell_loss_weight=1.0)
+    best = fit_fold(cells["cells"], cells["folds"], 0, tmp_path / "run", cfg, epoch_hooks=(KillWorkerOnce(2),))
     fold_dir = tmp_path / "run" / "fold-0"
     metrics = pd.read_csv(fold_dir / "metrics.csv")
     assert list(metrics.epoch) == list(range(5)) and (fold_dir / "injected_failure").exists()
