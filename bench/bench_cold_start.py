@@ -65,7 +65,7 @@ def _env(repo: Path) -> dict:
 def one_round(repo: Path, tmp: Path, parts: bool = True) -> dict:
     first, second = _link(tmp / "in-a", "a-"), _link(tmp / "in-b", "b-")
     start = time.perf_counter()
-    cli = subprocess.run([sys.executable, "-m", "hpa_ray.segment", "--input-dir", str(first), "--output-dir",
+    cli = subprocess.run([sys.executable, "-m", "hpa_ray.segment", "--images", str(first), "--out",
                           str(tmp / "cli")], cwd=repo, env=_env(repo), capture_output=True, text=True)  # fmt: skip
     wall = time.perf_counter() - start
     if cli.returncode:

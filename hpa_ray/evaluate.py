@@ -12,7 +12,6 @@ Images' `compute_average_precision`); mAP is the mean over the classes that have
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as coco_mask
 
-from hpa_ray import storage
+from hpa_ray import cli, storage
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 from hpa_ray.submission import SubmissionError, parse_triples, read_submission
 
@@ -176,19 +175,18 @@ def evaluate_files(submission_path: str | Path, truth_path: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpa_ray.evaluate", description=__doc__.splitlines()[0])
+    parser = cli.StageParser("hpa_ray.evaluate", __doc__)
     parser.add_argument("--submission", required=True, help="submission CSV")
     parser.add_argument("--truth", required=True, help="per-cell truth Parquet (synth's truth.parquet)")
-    parser.add_argument("--output", help="also write the JSON here")
-    args = parser.parse_args(argv)
-    try:
-        result = evaluate_files(args.submission, args.truth)
-    except (EvaluateError, SubmissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    text = json.dumps(result, indent=2)
-    if args.output:
-        storage.write_text(args.output, text + "\n")
+    parser.flag("--out", old=("--output",), help="also write the JSON here")
+    args = parser.parse(argv)
+    return cli.guarded((EvaluateError, SubmissionError), lambda: _evaluate_cli(args))
+
+
+def _evaluate_cli(args) -> int:
+    text = json.dumps(evaluate_files(args.submission, args.truth), indent=2)
+    if args.out:
+        storage.write_text(args.out, text + "\n")
     print(text)
     return 0
 

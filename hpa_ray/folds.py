@@ -10,7 +10,6 @@ closer to its ideal share (on the real 21,806-image label file: worst deviation 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import storage
+from hpa_ray import cli, storage
 from hpa_ray.config import ConfigError, FoldsConfig, load_config, write_resolved
 from hpa_ray.images import InputError, read_labels_csv
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES, parse_labels
@@ -155,23 +154,22 @@ def write_folds(labels_csv: str | Path, output: str | Path, cfg: FoldsConfig) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpa_ray.folds", description=__doc__.splitlines()[0])
-    parser.add_argument("--labels", required=True, help="CSV with ID,Label")
-    parser.add_argument("--output", required=True, help="folds CSV to write (image_id,fold); local or a URI")
+    parser = cli.StageParser("hpa_ray.folds", __doc__)
+    parser.flag("--labels", required=True)
+    parser.flag("--out", required=True, old=("--output",), help="folds CSV to write (image_id,fold); local or a URI")
     parser.add_argument("--n-folds", type=int, help="overrides the config's n_folds")
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
-    parser.add_argument("--config", help="YAML FoldsConfig (conf/folds.yaml)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
-    args = parser.parse_args(argv)
+    parser.config("conf/folds.yaml", "order=3")
+    args = parser.parse(argv)
     overrides = list(args.overrides)
     overrides += [f"n_folds={args.n_folds}"] if args.n_folds is not None else []
     overrides += [f"seed={args.seed}"] if args.seed is not None else []
-    try:
-        cfg = load_config(FoldsConfig, args.config, overrides)
-        result = write_folds(args.labels, args.output, cfg)
-    except (ConfigError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli.guarded((ConfigError, InputError), lambda: _folds_cli(args, overrides))
+
+
+def _folds_cli(args, overrides: list[str]) -> int:
+    cfg = load_config(FoldsConfig, args.config, overrides)
+    result = write_folds(args.labels, args.out, cfg)
     table = result.balance
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.to_string(index=False))

@@ -9,7 +9,6 @@ the submission may be local or object storage (`s3://…`, `gs://…`).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray, console, storage
+from hpa_ray import _ray, cli, console, storage
 from hpa_ray._sink import read_ipc
 from hpa_ray.backends import BackendError, check_backend, wants_gpu
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
@@ -253,29 +252,23 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hpa_ray.predict",
-        description=__doc__.splitlines()[0],
-        epilog=f"Exit status: 0 every image predicted, {EXIT_SOME_FAILED} some failed (listed; their rows are "
-        "empty), 2 unusable inputs, models or config.",
-    )
-    parser.add_argument(
-        "--images", required=True, help="directory of {ID}_{red,green,blue,yellow}.png|tif (local, s3://… or gs://…)"
-    )
-    parser.add_argument("--models", required=True, help="a train run directory (RUN/fold-K/best/model.pt)")
-    parser.add_argument("--output", required=True, help="the submission CSV to write")
+    parser = cli.StageParser("hpa_ray.predict", __doc__,
+                             epilog=f"Exit status: 0 every image predicted, {EXIT_SOME_FAILED} some failed (listed; "
+                             "their rows are empty), 2 unusable inputs, models or config.")  # fmt: skip
+    parser.flag("--images", required=True)
+    parser.flag("--run-dir", required=True, old=("--models",))
+    parser.flag("--out", required=True, old=("--output",), help="the submission CSV to write")
     parser.add_argument("--ids", help="CSV with an ID column (e.g. sample_submission.csv): a row for each, in order")
-    parser.add_argument("--config", help="YAML PredictConfig (conf/predict.yaml)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. top_k=3 segment.hpa.cell_model=PATH")
-    console.add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    console.setup(console.log_file_for(storage.parent(storage.absolute(args.output)), "predict"), args.verbose)
-    try:
-        cfg = load_config(PredictConfig, args.config, args.overrides)
-        result = run_predict(args.images, args.models, args.output, cfg, args.ids)
-    except (ConfigError, InputError, ModelError, SubmissionError, BackendError, LockError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parser.config("conf/predict.yaml", "top_k=3 segment.hpa.cell_model=PATH")
+    args = parser.parse(argv)
+    console.setup(console.log_file_for(storage.parent(storage.absolute(args.out)), "predict"), args.verbose)
+    errors = (ConfigError, InputError, ModelError, SubmissionError, BackendError, LockError)
+    return cli.guarded(errors, lambda: _predict_cli(args))
+
+
+def _predict_cli(args) -> int:
+    cfg = load_config(PredictConfig, args.config, args.overrides)
+    result = run_predict(args.images, args.run_dir, args.out, cfg, args.ids)
     for row in result.failed.itertuples():
         print(f"  failed: {row.ID}: {row.error}", file=sys.stderr)
     n = len(result.images)

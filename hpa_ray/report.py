@@ -8,7 +8,6 @@ The inputs may be local or object storage (`s3://…`); the page and its PNGs ar
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import os
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa_ray import cli, storage
 from hpa_ray import report_figures as figs
-from hpa_ray import storage
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 
 EXAMPLES_PER_CLASS = 6  # cells shown per rare class
@@ -237,32 +236,24 @@ def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpa_ray.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="where the PNGs and index.html go")
-    parser.add_argument("--labels", help="labels CSV (ID,Label), e.g. ../shared/data/train.csv")
+    parser = cli.StageParser("hpa_ray.report", __doc__)
+    parser.flag("--out", required=True, help="where the PNGs and index.html go")
+    parser.flag("--labels", help="labels CSV (ID,Label), e.g. ../shared/data/train.csv")
     parser.add_argument("--segment-dir", help="a segment output directory (cells/, images.parquet)")
-    parser.add_argument("--folds", help="folds CSV (image_id,fold); per-class counts need --labels or its _balance.csv")
-    parser.add_argument("--run-dir", help="a train run directory (fold-K/metrics.csv)")
+    parser.flag("--folds", help="folds CSV (image_id,fold); per-class counts need --labels or its _balance.csv")
+    parser.flag("--run-dir", help="a training run directory (fold-K/metrics.csv)")
     parser.add_argument("--truth", help="per-cell truth Parquet (with --submission)")
     parser.add_argument("--submission", help="submission CSV (with --truth)")
     parser.add_argument("--search-dir", help="a tune run directory (trials.csv, trials/): curves, parameters, best")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     if bool(args.truth) != bool(args.submission):
         parser.error("--truth and --submission go together")
-    try:
-        index = run_report(
-            args.out,
-            args.labels,
-            args.segment_dir,
-            args.folds,
-            args.run_dir,
-            args.truth,
-            args.submission,
-            args.search_dir,
-        )
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli.guarded((OSError, ValueError), lambda: _report_cli(args))
+
+
+def _report_cli(args) -> int:
+    index = run_report(args.out, args.labels, args.segment_dir, args.folds, args.run_dir, args.truth,
+                       args.submission, args.search_dir)  # fmt: skip
     print(f"report: {index}")
     return 0
 

@@ -8,7 +8,6 @@ Input and output directories may be local or object storage (`s3://…`, `gs://�
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hpa_ray import _ray, console, storage
+from hpa_ray import _ray, cli, console, storage
 from hpa_ray._sink import CELLS_DIR, MANIFEST_DIR, CellsSink, clean_partial, ipc_bytes
 from hpa_ray.backends import (
     BackendError,
@@ -418,41 +417,35 @@ def summary_line(result: SegmentResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hpa_ray.segment",
-        description=__doc__.splitlines()[0],
-        epilog=f"Exit status: 0 all images ok, {EXIT_SOME_FAILED} some failed "
-        "(see OUT/images.parquet), 2 unusable inputs or config.",
+    parser = cli.StageParser("hpa_ray.segment", __doc__,
+                             epilog=f"Exit status: 0 all images ok, {EXIT_SOME_FAILED} some failed "
+                             "(see OUT/images.parquet), 2 unusable inputs or config.")  # fmt: skip
+    parser.flag("--images", required=True, old=("--input-dir",))
+    parser.flag("--labels", help="CSV with ID,Label (optional; test images have none)")
+    parser.flag(
+        "--out", required=True, old=("--output-dir",), help="where cells/ and images.parquet go (local or a URI)"
     )
-    parser.add_argument(
-        "--input-dir", required=True, help="directory of {ID}_{red,green,blue,yellow}.png|tif (local, s3://… or gs://…)"
-    )
-    parser.add_argument("--labels", help="CSV with ID,Label (optional; test images have none)")
-    parser.add_argument("--output-dir", required=True, help="where cells/ and images.parquet go (local or a URI)")
     parser.add_argument("--backend", help=f"overrides the config's backend: {', '.join(backend_names())}, or one a "
                         "plugin registers (segment.plugins)")  # fmt: skip
-    parser.add_argument("--config", help="YAML SegmentConfig (conf/segment.yaml)")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. classical.scale=0.5")
-    console.add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    console.setup(console.log_file_for(args.output_dir, "segment"), args.verbose)
+    parser.config("conf/segment.yaml", "classical.scale=0.5")
+    args = parser.parse(argv)
+    console.setup(console.log_file_for(args.out, "segment"), args.verbose)
     overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
-    try:
-        cfg = load_config(SegmentConfig, args.config, overrides)
-        result = run_segment(args.input_dir, args.output_dir, cfg, args.labels, args.overwrite)
-    except (ConfigError, InputError, BackendError, LockError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli.guarded((ConfigError, InputError, BackendError, LockError), lambda: _segment_cli(args, overrides))
+
+
+def _segment_cli(args, overrides: list[str]) -> int:
+    cfg = load_config(SegmentConfig, args.config, overrides)
+    result = run_segment(args.images, args.out, cfg, args.labels, args.overwrite)
     if result.unlisted:
-        print(
-            f"note: {result.unlisted} image(s) in {args.input_dir} are not in {args.labels}; not run", file=sys.stderr
-        )
+        print(f"note: {result.unlisted} image(s) in {args.images} are not in {args.labels}; not run", file=sys.stderr)
     for row in result.failed.itertuples():
         print(f"  failed: {row.image_id}: {row.error}", file=sys.stderr)
     print(summary_line(result))
-    out = args.output_dir
-    print(json.dumps({"cells": storage.join(out, CELLS_DIR), "manifest": storage.join(out, "images.parquet")}))
+    print(
+        json.dumps({"cells": storage.join(args.out, CELLS_DIR), "manifest": storage.join(args.out, "images.parquet")})
+    )
     return EXIT_SOME_FAILED if len(result.failed) else 0
 
 

@@ -7,7 +7,6 @@ image_width, mask_rle, labels). Deterministic for a given seed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from hpa_ray import cli
 from hpa_ray.cells import cut_cells
 from hpa_ray.config import ConfigError, SynthConfig, load_config, write_resolved
 from hpa_ray.schema import CHANNELS, NEGATIVE, NUM_CLASSES, format_labels
@@ -214,22 +214,21 @@ def generate(out: str | Path, n_images: int, seed: int, cfg: SynthConfig, worker
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpa_ray.synth", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output directory")
+    parser = cli.StageParser("hpa_ray.synth", __doc__)
+    parser.flag("--out", required=True, help="output directory")
     parser.add_argument("--n-images", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, help="image side in px (overrides the config)")
-    parser.add_argument("--config", help="YAML file with a SynthConfig (conf/synth.yaml)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"size={args.size}"] if args.size else [])
-    try:
-        cfg = load_config(SynthConfig, args.config, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parser.config("conf/synth.yaml", "noise=0.05")
+    args = parser.parse(argv)
     if args.n_images < 1:
         parser.error("--n-images must be at least 1")
+    overrides = list(args.overrides) + ([f"size={args.size}"] if args.size else [])
+    return cli.guarded((ConfigError,), lambda: _synth_cli(args, overrides))
+
+
+def _synth_cli(args, overrides: list[str]) -> int:
+    cfg = load_config(SynthConfig, args.config, overrides)
     out = generate(args.out, args.n_images, args.seed, cfg)
     print(f"wrote {args.n_images} images ({cfg.size}x{cfg.size}) to {out}/images, labels.csv, truth.parquet")
     return 0

@@ -11,7 +11,6 @@ Cells, folds and RUN_DIR may be local or object storage (`s3://…`); so may Ray
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray, console, storage
+from hpa_ray import _ray, cli, console, storage
 from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.methods import build_method, validation_metrics
@@ -374,32 +373,32 @@ def _write_run_config(fold_dir: str, cfg: TrainConfig, cells_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpa_ray.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", required=True, help="cells Parquet directory (segment's OUT/cells)")
-    parser.add_argument("--folds", required=True, help="folds CSV (image_id,fold)")
+    parser = cli.StageParser("hpa_ray.train", __doc__)
+    parser.flag("--cells", required=True)
+    parser.flag("--folds", required=True)
     parser.add_argument("--fold", default="all", help="a fold number, or all (parallel, via Ray Tune)")
-    parser.add_argument("--run-dir", required=True, help="where fold-K/ and config.yaml go (local or a URI)")
-    parser.add_argument("--config", help="YAML TrainConfig (conf/train.yaml)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. epochs=5")
-    console.add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    console.setup(console.log_file_for(args.run_dir, "train"), args.verbose)
-    try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
-        folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
-        run_dir = args.run_dir
-        storage.makedirs(run_dir)
-        with owned_by_this_run(run_dir):
-            write_resolved(cfg, storage.join(run_dir, "config.yaml"))
-            if len(folds) == 1:
-                metrics = storage.join(run_dir, f"fold-{folds[0]}", "metrics.jsonl")
-                print(f"train fold {folds[0]}: {cfg.epochs} epochs of {cfg.model}; per-epoch metrics → {metrics}")
-                table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
-            else:
-                table = train_folds(args.cells, args.folds, folds, run_dir, cfg)
-    except (ConfigError, DataError, ModelError, LockError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parser.flag(
+        "--out", required=True, old=("--run-dir",), help="the run directory: fold-K/, config.yaml (local or URI)"
+    )
+    parser.config("conf/train.yaml", "epochs=5")
+    args = parser.parse(argv)
+    console.setup(console.log_file_for(args.out, "train"), args.verbose)
+    return cli.guarded((ConfigError, DataError, ModelError, LockError, ValueError), lambda: _train_cli(args))
+
+
+def _train_cli(args) -> int:
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
+    run_dir = args.out
+    storage.makedirs(run_dir)
+    with owned_by_this_run(run_dir):
+        write_resolved(cfg, storage.join(run_dir, "config.yaml"))
+        if len(folds) == 1:
+            metrics = storage.join(run_dir, f"fold-{folds[0]}", "metrics.jsonl")
+            print(f"train fold {folds[0]}: {cfg.epochs} epochs of {cfg.model}; per-epoch metrics → {metrics}")
+            table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
+        else:
+            table = train_folds(args.cells, args.folds, folds, run_dir, cfg)
     print(table[["fold", "epoch", "train_loss", "val_loss", "val_map"]].to_string(index=False))
     print(f"train: {len(folds)} fold(s), mean best val_map {table.val_map.mean():.4f} → {run_dir}")
     return 0

@@ -9,12 +9,11 @@ dashboard / TensorBoard). Cells, folds and RUN_DIR may be local or object storag
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import pandas as pd
 
-from hpa_ray import _ray, console, storage
+from hpa_ray import _ray, cli, console, storage
 from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
@@ -184,29 +183,30 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpa_ray.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", required=True, help="cells Parquet directory")
-    parser.add_argument("--folds", required=True, help="folds CSV")
-    parser.add_argument("--run-dir", required=True, help="where best_config.yaml, trials.csv, trials/ go")
-    parser.add_argument("--config", help="YAML TuneConfig (conf/tune.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted search in RUN_DIR")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. num_samples=4 train.model=tiny")
-    console.add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    console.setup(console.log_file_for(args.run_dir, "tune"), args.verbose)
+    parser = cli.StageParser("hpa_ray.tune", __doc__)
+    parser.flag("--cells", required=True)
+    parser.flag("--folds", required=True)
+    parser.flag(
+        "--out", required=True, old=("--run-dir",), help="the search directory: best_config.yaml, trials.csv, trials/"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted search in its --out")
+    parser.config("conf/tune.yaml", "num_samples=4 train.model=tiny")
+    args = parser.parse(argv)
+    console.setup(console.log_file_for(args.out, "tune"), args.verbose)
     try:
-        cfg = load_config(TuneConfig, args.config, args.overrides)
-        table = run_search(args.cells, args.folds, args.run_dir, cfg, args.resume)
-    except (ConfigError, DataError, ModelError, LockError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.guarded((ConfigError, DataError, ModelError, LockError), lambda: _tune_cli(args))
     except SearchInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _tune_cli(args) -> int:
+    cfg = load_config(TuneConfig, args.config, args.overrides)
+    table = run_search(args.cells, args.folds, args.out, cfg, args.resume)
     print(table.to_string(index=False, max_colwidth=30))
     print(
         f"tune: {len(table)} trials; best {METRIC} {table[f'best_{METRIC}'].max():.4f}; "
-        f"best config → {storage.join(args.run_dir, 'best_config.yaml')} (python -m hpa_ray.train --config it)"
+        f"best config → {storage.join(args.out, 'best_config.yaml')} (python -m hpa_ray.train --config it)"
     )
     return 0
 

@@ -8,5 +8,5 @@ set -euo pipefail
 images=$1 models=$2 output=$3
 shift 3
 submit \
-  python -m hpa_ray.predict --images "$images" --models "$models" --output "$output" \
+  python -m hpa_ray.predict --images "$images" --run-dir "$models" --out "$output" \
   --config conf/cluster/predict.yaml "$@"

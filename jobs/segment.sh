@@ -8,5 +8,5 @@ set -euo pipefail
 input_dir=$1 labels=$2 output_dir=$3
 shift 3
 submit \
-  python -m hpa_ray.segment --input-dir "$input_dir" --labels "$labels" --output-dir "$output_dir" \
+  python -m hpa_ray.segment --images "$input_dir" --labels "$labels" --out "$output_dir" \
   --config conf/segment.yaml "$@"

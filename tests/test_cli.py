@@ -35,6 +35,39 @@ def test_stage_help():
         assert out.returncode == 0 and "--config" in out.stdout
 
 
+# One spelling per idea (hpa_ray.cli): what each stage reads and writes, by the same flag.
+SHARED_FLAGS = {"segment": ["--images", "--labels", "--out"], "folds": ["--labels", "--out"],
+                "train": ["--cells", "--folds", "--out"], "tune": ["--cells", "--folds", "--out"],
+                "predict": ["--images", "--run-dir", "--out"], "evaluate": ["--out"],
+                "report": ["--labels", "--folds", "--run-dir", "--out"]}  # fmt: skip
+
+
+def test_one_flag_spelling_across_stages_and_the_old_ones_still_work(tmp_path, shared_data, capsys):
+    import importlib
+
+    for stage, flags in SHARED_FLAGS.items():
+        with pytest.raises(SystemExit):
+            importlib.import_module(f"hpa_ray.{stage}").main(["--help"])
+        shown = capsys.readouterr().out
+        assert all(flag in shown for flag in flags), (stage, flags)
+        assert "--output-dir" not in shown and "--input-dir" not in shown and "--models" not in shown
+    from hpa_ray import folds, predict, train
+
+    old = ["--labels", str(shared_data / "train.csv"), "--n-folds", "3", "--output", str(tmp_path / "f.csv")]
+    assert folds.main(old) == 0 and (tmp_path / "f.csv").exists()
+    assert "warning: --output is deprecated, use --out" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    old = ["--images", str(tmp_path / "empty"), "--models", str(tmp_path), "--output", str(tmp_path / "s.csv")]
+    assert predict.main(old) == 2  # parsed under the new names: the error is about the inputs, not the flags
+    err = capsys.readouterr().err
+    assert "--models is deprecated, use --run-dir" in err and "error:" in err
+    assert train.main(["--cells", "c", "--folds", str(tmp_path / "none.csv"), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "--run-dir is deprecated, use --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--cells", "c", "--folds", "f.csv"])
+    assert "required: --out" in capsys.readouterr().err
+
+
 def test_quick_demo_end_to_end(tmp_path):
     out = _run("-m", "hpa_ray", "demo", "--quick", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -62,8 +95,8 @@ def test_a_failed_image_reaches_the_quiet_console(synth_set, tmp_path):
     shutil.copytree(synth_set / "images", images)
     broken = sorted(images.glob("*_green.png"))[0]
     broken.write_bytes(broken.read_bytes()[:200])
-    out = _run("-m", "hpa_ray.segment", "--input-dir", str(images), "--labels", str(synth_set / "labels.csv"),
-               "--output-dir", str(tmp_path / "o"), "crop_size=32")  # fmt: skip
+    out = _run("-m", "hpa_ray.segment", "--images", str(images), "--labels", str(synth_set / "labels.csv"),
+               "--out", str(tmp_path / "o"), "crop_size=32")  # fmt: skip
     assert out.returncode == 3, out.stderr[-3000:]
     image_id = broken.name.removesuffix("_green.png")
     assert f"failed: {image_id}" in out.stderr and "5 ok, 1 failed" in out.stdout
@@ -75,11 +108,11 @@ def test_segment_cli_in_a_fresh_process(synth_set, tmp_path):
     out = _run(
         "-m",
         "hpa_ray.segment",
-        "--input-dir",
+        "--images",
         str(synth_set / "images"),
         "--labels",
         str(synth_set / "labels.csv"),
-        "--output-dir",
+        "--out",
         str(tmp_path / "o"),
         "crop_size=32",
     )

@@ -35,7 +35,7 @@ def test_other_seeds_differ_and_stay_balanced(real_labels):
 
 def test_cli_writes_folds_balance_and_config(shared_data, tmp_path, capsys):
     out = tmp_path / "f" / "folds.csv"
-    assert main(["--labels", str(shared_data / "train.csv"), "--n-folds", "4", "--output", str(out)]) == 0
+    assert main(["--labels", str(shared_data / "train.csv"), "--n-folds", "4", "--out", str(out)]) == 0
     folds = pd.read_csv(out)
     assert list(folds.columns) == ["image_id", "fold"] and folds.image_id.is_unique
     assert len(folds) == 21806 and set(folds.fold) == {0, 1, 2, 3}
@@ -59,7 +59,7 @@ def test_bad_label_files(tmp_path, content, message, capsys):
     path.write_text(content)
     with pytest.raises(InputError, match=message):
         read_label_matrix(path)
-    assert main(["--labels", str(path), "--output", str(tmp_path / "f.csv")]) == 2
+    assert main(["--labels", str(path), "--out", str(tmp_path / "f.csv")]) == 2
     assert message.split(":")[0] in capsys.readouterr().err
 
 

@@ -75,7 +75,7 @@ def test_hostile_config_is_one_error_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "bomb.yaml").write_text(BILLION_LAUGHS)
     args = [str(tmp_path / "bomb.yaml") if a == "BOMB" else a for a in args]
     start = time.perf_counter()
-    out = _run("-m", "hpa_ray.segment", "--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), *args)
+    out = _run("-m", "hpa_ray.segment", "--images", str(tmp_path), "--out", str(tmp_path / "o"), *args)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and message in out.stderr, out.stderr
     assert "pwned" not in out.stdout and "Traceback" not in out.stderr and time.perf_counter() - start < 30
 
@@ -102,7 +102,7 @@ def test_truncated_cells_part_is_named_before_training(tmp_path):
     pd.DataFrame({"image_id": ["a"], "fold": [0]}).to_csv(tmp_path / "folds.csv", index=False)
     start = time.perf_counter()
     out = _run("-m", "hpa_ray.train", "--cells", str(cells), "--folds", str(tmp_path / "folds.csv"), "--fold", "0",
-               "--run-dir", str(tmp_path / "run"), "model=tiny")  # fmt: skip
+               "--out", str(tmp_path / "run"), "model=tiny")  # fmt: skip
     assert out.returncode == 2 and "part-b.parquet: not a readable Parquet file" in out.stderr, out.stderr
     assert time.perf_counter() - start < 60
 
@@ -118,8 +118,8 @@ def _hold_lock(directory) -> subprocess.Popen:
 
 def test_a_second_segment_run_refuses_at_once_and_a_dead_owners_lock_is_taken_over(synth_set, tmp_path):
     out_dir = tmp_path / "seg"
-    args = ["-m", "hpa_ray.segment", "--input-dir", str(synth_set / "images"), "--labels",
-            str(synth_set / "labels.csv"), "--output-dir", str(out_dir), "crop_size=32"]  # fmt: skip
+    args = ["-m", "hpa_ray.segment", "--images", str(synth_set / "images"), "--labels",
+            str(synth_set / "labels.csv"), "--out", str(out_dir), "crop_size=32"]  # fmt: skip
     holder = _hold_lock(out_dir)
     try:
         start = time.perf_counter()
@@ -136,8 +136,8 @@ def test_a_second_segment_run_refuses_at_once_and_a_dead_owners_lock_is_taken_ov
 
 def test_two_concurrent_segment_runs_never_write_a_cell_twice(synth_set, tmp_path):
     out_dir = tmp_path / "seg"
-    args = [sys.executable, "-m", "hpa_ray.segment", "--input-dir", str(synth_set / "images"), "--labels",
-            str(synth_set / "labels.csv"), "--output-dir", str(out_dir), "crop_size=32"]  # fmt: skip
+    args = [sys.executable, "-m", "hpa_ray.segment", "--images", str(synth_set / "images"), "--labels",
+            str(synth_set / "labels.csv"), "--out", str(out_dir), "crop_size=32"]  # fmt: skip
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": ENV}
     with process_group(args, **pipes) as first:
         time.sleep(0.5)
@@ -156,8 +156,8 @@ def test_predict_refuses_an_empty_id_and_writes_nothing(ray_local, synth_set, tm
 
     run_dir = _make_run(tmp_path / "run")
     pd.DataFrame({"ID": ["", "x"]}).to_csv(tmp_path / "ids.csv", index=False)
-    out = _run("-m", "hpa_ray.predict", "--images", str(synth_set / "images"), "--models", str(run_dir),
-               "--output", str(tmp_path / "sub.csv"), "--ids", str(tmp_path / "ids.csv"))  # fmt: skip
+    out = _run("-m", "hpa_ray.predict", "--images", str(synth_set / "images"), "--run-dir", str(run_dir),
+               "--out", str(tmp_path / "sub.csv"), "--ids", str(tmp_path / "ids.csv"))  # fmt: skip
     assert out.returncode == 2 and "line 2 has an empty ID" in out.stderr, out.stderr
     assert not list(tmp_path.glob("sub.csv*")), "no submission, no partial file"
 
@@ -171,7 +171,7 @@ def test_hpa_backend_refuses_unusable_models_in_one_line(synth_set, tmp_path, pr
     (tmp_path / "t.pth").write_text("not a model")
     extra = [f"hpa.cell_sha256={'0' * 64}"] if problem == "sha" else []
     start = time.perf_counter()
-    out = _run("-m", "hpa_ray.segment", "--input-dir", str(synth_set / "images"), "--output-dir",
+    out = _run("-m", "hpa_ray.segment", "--images", str(synth_set / "images"), "--out",
                str(tmp_path / "o"), "--backend", "hpa", f"hpa.nuclei_model={model}", f"hpa.cell_model={cell}",
                *extra)  # fmt: skip
     assert out.returncode == 2 and out.stderr.count("error: ") == 1 and "Traceback" not in out.stderr, out.stderr
@@ -183,7 +183,7 @@ def test_hpa_backend_on_a_cpu_only_ray_runs_on_cpu_actors(synth_set, tmp_path):
 
     models = [f"hpa.{k}_model={save_standin(str(tmp_path / f'{k}.pth'))}" for k in ("nuclei", "cell")]
     start = time.perf_counter()
-    out = _run("-m", "hpa_ray.segment", "--input-dir", str(synth_set / "images"), "--output-dir",
+    out = _run("-m", "hpa_ray.segment", "--images", str(synth_set / "images"), "--out",
                str(tmp_path / "o"), "--backend", "hpa", "crop_size=32", *models, timeout=300)  # fmt: skip
     assert out.returncode == 0 and "no GPU" in out.stderr, out.stderr[-2000:]
     assert time.perf_counter() - start < 120

@@ -59,8 +59,8 @@ def test_fold_training_resumes_after_its_worker_dies_on_a_multinode_cluster(tmp_
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     seg = run_group(
-        [sys.executable, "-m", "hpa_ray.segment", "--input-dir", str(data / "images"), "--labels",
-         str(data / "labels.csv"), "--output-dir", str(tmp_path / "seg"), "crop_size=32"],
+        [sys.executable, "-m", "hpa_ray.segment", "--images", str(data / "images"), "--labels",
+         str(data / "labels.csv"), "--out", str(tmp_path / "seg"), "crop_size=32"],
         cwd=ROOT, env=env, timeout=600,
     )  # fmt: skip
     assert seg.returncode == 0, seg.stderr[-3000:]

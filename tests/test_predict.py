@@ -108,7 +108,7 @@ def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, syn
     (images / f"{broken}_green.png").write_bytes(b"\x89PNG truncated")
     listed = pd.DataFrame({"ID": ["absent-image", *ids], "ImageWidth": 1024, "ImageHeight": 1024})
     listed.to_csv(tmp_path / "ids.csv", index=False)
-    code = main(["--images", str(images), "--models", str(run_dir), "--output", str(tmp_path / "s.csv"),
+    code = main(["--images", str(images), "--run-dir", str(run_dir), "--out", str(tmp_path / "s.csv"),
                  "--ids", str(tmp_path / "ids.csv"), "top_k=2"])  # fmt: skip
     assert code == 3
     err = capsys.readouterr().err
@@ -132,8 +132,8 @@ def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path, capsys):
         load_run(mixed, PredictConfig())
     architectures = _make_run(tmp_path / "architectures")
     write_resolved(TrainConfig(model="small"), architectures / "fold-1" / "config.yaml")
-    args = ["--images", str(tmp_path), "--output", str(tmp_path / "mixed.csv")]
-    assert main([*args, "--models", str(architectures)]) == 2  # the CLI: a message and exit 2
+    args = ["--images", str(tmp_path), "--out", str(tmp_path / "mixed.csv")]
+    assert main([*args, "--run-dir", str(architectures)]) == 2  # the CLI: a message and exit 2
     assert "differ in model: {'fold-0': 'tiny', 'fold-1': 'small'}" in capsys.readouterr().err
     assert not (tmp_path / "mixed.csv").exists()
     wrong = _make_run(tmp_path / "wrong")
@@ -147,9 +147,7 @@ def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no images in"):
         run_predict(tmp_path / "empty", run_dir, tmp_path / "s.csv", PredictConfig())
-    assert (
-        main(["--images", str(tmp_path / "empty"), "--models", str(run_dir), "--output", str(tmp_path / "s.csv")]) == 2
-    )
+    assert main(["--images", str(tmp_path / "empty"), "--run-dir", str(run_dir), "--out", str(tmp_path / "s.csv")]) == 2
 
 
 def test_submission_validate_cli(tmp_path, shared_data):

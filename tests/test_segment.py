@@ -183,11 +183,11 @@ def test_resume_with_another_config_is_refused_overwrite_starts_over(messy, segm
 def test_cli_exit_status_and_summary(messy, ray_local, tmp_path, capsys):
     code = main(
         [
-            "--input-dir",
+            "--images",
             str(messy["images"]),
             "--labels",
             str(messy["labels"]),
-            "--output-dir",
+            "--out",
             str(tmp_path / "o"),
             f"crop_size={CROP}",
         ]
@@ -199,15 +199,15 @@ def test_cli_exit_status_and_summary(messy, ray_local, tmp_path, capsys):
     good = tmp_path / "good"
     good.mkdir()
     _copy_image(messy["images"], good, messy["first"], messy["first"])
-    assert main(["--input-dir", str(good), "--output-dir", str(tmp_path / "g"), f"crop_size={CROP}"]) == 0
+    assert main(["--images", str(good), "--out", str(tmp_path / "g"), f"crop_size={CROP}"]) == 0
     # Into the same directory with another config: refused (exit 2) until --overwrite starts over.
-    again = ["--input-dir", str(good), "--output-dir", str(tmp_path / "g"), f"crop_size={CROP + 8}"]
+    again = ["--images", str(good), "--out", str(tmp_path / "g"), f"crop_size={CROP + 8}"]
     assert main(again) == 2 and "--overwrite" in capsys.readouterr().err
     assert main([*again, "--overwrite"]) == 0
     assert load_config(SegmentConfig, tmp_path / "g" / "segment_config.yaml").crop_size == CROP + 8
     assert crops_to_numpy(pq.read_table(tmp_path / "g" / "cells", columns=["crop"])).shape[-1] == CROP + 8
-    assert main(["--input-dir", str(tmp_path / "none"), "--output-dir", str(tmp_path / "x")]) == 2
-    assert main(["--input-dir", str(good), "--output-dir", str(tmp_path / "x"), "crop_sise=3"]) == 2
+    assert main(["--images", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["--images", str(good), "--out", str(tmp_path / "x"), "crop_sise=3"]) == 2
     assert "unknown key 'crop_sise'" in capsys.readouterr().err
 
 

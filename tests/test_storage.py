@@ -127,25 +127,25 @@ def test_every_stage_reads_and_writes_s3(s3_env, synth_set, tmp_path):
     work.mkdir()
     run = lambda *args: _run(s3_env, work, *args)  # noqa: E731
 
-    seg = run("hpa_ray.segment", "--input-dir", f"{data}/images", "--labels", f"{data}/labels.csv",
-              "--output-dir", f"{out}/segment", "crop_size=32")  # fmt: skip
+    seg = run("hpa_ray.segment", "--images", f"{data}/images", "--labels", f"{data}/labels.csv",
+              "--out", f"{out}/segment", "crop_size=32")  # fmt: skip
     assert seg.returncode == 0, seg.stderr[-3000:]
     assert "6 ok, 0 failed" in seg.stdout
     manifest = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{out}/segment/images.parquet")))
     assert len(manifest) == 6 and (manifest.status == "ok").all() and manifest.n_cells.sum() > 0
     assert json.loads(storage.read_text(f"{out}/segment/inputs.json"))["input_dir"] == f"{data}/images"
     assert any(k.startswith("part-") for k in _keys("out/segment/cells"))
-    again = run("hpa_ray.segment", "--input-dir", f"{data}/images", "--labels", f"{data}/labels.csv",
-                "--output-dir", f"{out}/segment", "crop_size=32")  # fmt: skip
+    again = run("hpa_ray.segment", "--images", f"{data}/images", "--labels", f"{data}/labels.csv",
+                "--out", f"{out}/segment", "crop_size=32")  # fmt: skip
     assert again.returncode == 0 and "6 already done" in again.stdout, again.stderr[-3000:]
 
-    folds = run("hpa_ray.folds", "--labels", f"{data}/labels.csv", "--output", f"{out}/folds.csv", "--n-folds", "2")
+    folds = run("hpa_ray.folds", "--labels", f"{data}/labels.csv", "--out", f"{out}/folds.csv", "--n-folds", "2")
     assert folds.returncode == 0, folds.stderr[-3000:]
     assert {"folds.csv", "folds_balance.csv", "folds_config.yaml"} <= set(_keys("out"))
 
     space = "search_space={lr: {type: loguniform, low: 0.001, high: 0.01}, epochs: {type: choice, values: [2]}}"
     search = run("hpa_ray.tune", "--cells", f"{out}/segment/cells", "--folds", f"{out}/folds.csv",
-                 "--run-dir", f"{out}/search", "train.model=tiny", "train.cpus_per_worker=0.5", "train.batch_size=32",
+                 "--out", f"{out}/search", "train.model=tiny", "train.cpus_per_worker=0.5", "train.batch_size=32",
                  "num_samples=2", "max_concurrent_trials=1", space)  # fmt: skip
     assert search.returncode == 0, search.stderr[-3000:]
     search_keys = _keys("out/search")
@@ -156,7 +156,7 @@ def test_every_stage_reads_and_writes_s3(s3_env, synth_set, tmp_path):
 
     # The search's best config, read from S3, as jobs/pipeline.sh does.
     train = run("hpa_ray.train", "--cells", f"{out}/segment/cells", "--folds", f"{out}/folds.csv", "--fold", "0",
-                "--run-dir", f"{out}/run", "--config", f"{out}/search/best_config.yaml")  # fmt: skip
+                "--out", f"{out}/run", "--config", f"{out}/search/best_config.yaml")  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     run_keys = _keys("out/run")
     for key in ("config.yaml", "segment_config.yaml", "fold-0/best/model.pt", "fold-0/metrics.csv",
@@ -166,13 +166,13 @@ def test_every_stage_reads_and_writes_s3(s3_env, synth_set, tmp_path):
     assert any(k.startswith("ray_results/") and "checkpoint" in k for k in run_keys), "Ray Train checkpoints in S3"
 
     submission = f"{out}/submission.csv"
-    pred = run("hpa_ray.predict", "--images", f"{data}/images", "--models", f"{out}/run", "--output", submission,
+    pred = run("hpa_ray.predict", "--images", f"{data}/images", "--run-dir", f"{out}/run", "--out", submission,
                "--ids", f"{data}/labels.csv")  # fmt: skip
     assert pred.returncode == 0, pred.stderr[-3000:]
     valid = run("hpa_ray.submission", "validate", submission, "--images", f"{data}/images")
     assert valid.returncode == 0 and "valid: 6 rows" in valid.stdout, valid.stderr[-3000:]
     scored = run("hpa_ray.evaluate", "--submission", submission, "--truth", f"{data}/truth.parquet",
-                 "--output", f"{out}/evaluation.json")  # fmt: skip
+                 "--out", f"{out}/evaluation.json")  # fmt: skip
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert 0 <= json.loads(storage.read_text(f"{out}/evaluation.json"))["mAP"] <= 1
 

@@ -126,7 +126,7 @@ def test_all_folds_in_parallel_through_tune_and_cli_errors(cells, tmp_path, caps
     assert sorted(table.fold) == [0, 1, 2]
     for k in range(3):
         assert (tmp_path / "run" / f"fold-{k}" / "best" / "model.pt").exists()
-    args = ["--cells", str(cells["cells"]), "--folds", str(cells["folds"]), "--run-dir", str(tmp_path / "x")]
+    args = ["--cells", str(cells["cells"]), "--folds", str(cells["folds"]), "--out", str(tmp_path / "x")]
     assert main([*args, "--fold", "7", "model=tiny"]) == 2
     assert "fold 7 is not in the folds file" in capsys.readouterr().err
     assert main([*args, "--fold", "0", "pretrained=/nope.pth"]) == 2
@@ -169,7 +169,7 @@ def test_train_run_again_into_its_run_dir_resumes_the_interrupted_fold(cells, tm
     its last checkpoint, each epoch once in metrics.csv; another config is refused (exit 2)."""
     run_dir, fold_dir = tmp_path / "run", tmp_path / "run" / "fold-2"
     args = [sys.executable, "-m", "hpa_ray.train", "--cells", str(cells["cells"]), "--folds", str(cells["folds"]),
-            "--fold", "2", "--run-dir", str(run_dir), *(f"{k}={v}" for k, v in FAST.items()), "epochs=5"]  # fmt: skip
+            "--fold", "2", "--out", str(run_dir), *(f"{k}={v}" for k, v in FAST.items()), "epochs=5"]  # fmt: skip
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     with process_group(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:

@@ -124,7 +124,7 @@ def test_search_space_errors():
 def test_interrupted_search_resumes(cells, tmp_path):  # noqa: F811
     run_dir = tmp_path / "search"
     args = [sys.executable, "-m", "hpa_ray.tune", "--cells", str(cells["cells"]), "--folds", str(cells["folds"]),
-            "--run-dir", str(run_dir), *BASE, "num_samples=3", "max_concurrent_trials=1"]  # fmt: skip
+            "--out", str(run_dir), *BASE, "num_samples=3", "max_concurrent_trials=1"]  # fmt: skip
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     with process_group(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:
         deadline = time.time() + 300

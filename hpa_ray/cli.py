@@ -1,0 +1,85 @@
+"""One CLI shape for every stage: the same flag for the same idea, the same error handling.
+
+    --images DIR     input images, {ID}_{red,green,blue,yellow}.png|tif       segment, predict
+    --labels CSV     ID,Label                                                   segment, folds, report
+    --cells DIR      segment's OUT/cells                                        train, tune
+    --folds CSV      image_id,fold                                              train, tune, report
+    --run-dir DIR    a training run (RUN/fold-K/…), read by a later stage       predict, report
+    --out PATH       what the stage writes: a directory (segment, train, tune, synth, report,
+                     demo) or a file (folds, predict, evaluate)
+    --config YAML    the stage's config (conf/STAGE.yaml); then KEY=VALUE overrides
+    --verbose        the frameworks' own output on the console instead of the log file
+
+The spellings before 2026-11-28 (`--input-dir`, `--output-dir`, `--output`, predict's
+`--models`, train's and tune's `--run-dir` for what they write) still work for one release,
+with a warning. Every stage exits 2 on unusable inputs or config, with one `error:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+HELP = {
+    "--images": "directory of {ID}_{red,green,blue,yellow}.png|tif (local, s3://… or gs://…)",
+    "--labels": "CSV with ID,Label",
+    "--cells": "cells Parquet directory (segment's OUT/cells)",
+    "--folds": "folds CSV (image_id,fold)",
+    "--run-dir": "a training run directory (RUN/fold-K/best/model.pt)",
+    "--out": "where the outputs go (local or a URI)",
+}
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling: stores into the new flag's dest and says which flag replaces it."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated, use {self.new} (the old spelling goes in the next release)",
+              file=sys.stderr)  # fmt: skip
+        setattr(namespace, self.dest, values)
+
+
+class StageParser(argparse.ArgumentParser):
+    """argparse with the stages' shared flags; `required` holds for a flag given by its old spelling."""
+
+    def __init__(self, module: str, doc: str | None, epilog: str | None = None):
+        super().__init__(prog=f"python -m {module}", description=(doc or "").splitlines()[0], epilog=epilog)
+        self._required: list[tuple[str, str]] = []
+
+    def flag(self, name: str, *, required: bool = False, old: tuple[str, ...] = (), help: str | None = None, **kw):
+        """--name (help from HELP unless given); `old`: deprecated spellings of the same flag."""
+        dest = name.lstrip("-").replace("-", "_")
+        self.add_argument(name, dest=dest, help=help or HELP[name], **kw)
+        for spelling in old:
+            self.add_argument(spelling, dest=dest, action=_Deprecated, new=name, help=argparse.SUPPRESS, **kw)
+        if required:
+            self._required.append((name, dest))
+
+    def config(self, conf: str, example: str) -> None:
+        """--config YAML, KEY=VALUE overrides and --verbose."""
+        from hpa_ray import console
+
+        self.add_argument("--config", help=f"YAML config ({conf}); defaults without it")
+        self.add_argument("overrides", nargs="*", help=f"KEY=VALUE config overrides, e.g. {example}")
+        console.add_verbose_flag(self)
+
+    def parse(self, argv: list[str] | None) -> argparse.Namespace:
+        args = self.parse_args(argv)
+        missing = [name for name, dest in self._required if getattr(args, dest) is None]
+        if missing:
+            self.error(f"the following arguments are required: {', '.join(missing)}")
+        return args
+
+
+def guarded(errors: tuple[type[Exception], ...], body: Callable[[], int]) -> int:
+    """Run a stage's body; an expected error is one `error:` line on stderr and exit status 2."""
+    try:
+        return body()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
