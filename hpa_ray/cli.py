@@ -7,7 +7,8 @@
     --run-dir DIR    a training run (RUN/fold-K/…), read by a later stage       predict, report
     --out PATH       what the stage writes: a directory (segment, train, tune, synth, report,
                      demo) or a file (folds, predict, evaluate)
-    --config YAML    the stage's config (conf/STAGE.yaml); then KEY=VALUE overrides
+    --config YAML    the stage's config (conf/STAGE.yaml); repeated, each file overlays the ones
+                     before (a file may also name its own `base:`); then KEY=VALUE overrides
     --verbose        the frameworks' own output on the console instead of the log file
 
 The spellings before 2026-11-28 (`--input-dir`, `--output-dir`, `--output`, predict's
@@ -64,7 +65,9 @@ class StageParser(argparse.ArgumentParser):
         """--config YAML, KEY=VALUE overrides and --verbose."""
         from hpa_ray import console
 
-        self.add_argument("--config", help=f"YAML config ({conf}); defaults without it")
+        self.add_argument("--config", action="append",
+                          help=f"YAML config ({conf}); given again, each file overrides the ones before; a file "
+                          "may also name the file it overrides (base: PATH)")  # fmt: skip
         self.add_argument("overrides", nargs="*", help=f"KEY=VALUE config overrides, e.g. {example}")
         console.add_verbose_flag(self)
 

@@ -6,6 +6,7 @@ its resolved config beside its outputs (`write_resolved`).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -347,20 +348,38 @@ def _describe(error: ValidationError, source: str | None) -> str:
     return "\n".join(lines)
 
 
-def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[str] | None = None) -> Cfg:
-    """Defaults of `cls`, updated by the YAML file at `path`, then by KEY=VALUE overrides."""
+def _read_file(path: str, chain: tuple[str, ...] = ()) -> dict:
+    """One config file as a dict; a `base: FILE` key (relative to this file) is read first and
+    this file's keys override it (an overlay states only what differs)."""
+    try:
+        data = safe_yaml(storage.read_text(path), path) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist" + (f" (base of {chain[-1]})" if chain else "")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: the path of the file this one overrides, got {base!r}")
+    if not (storage.is_uri(base) or Path(base).is_absolute()):
+        joined = storage.join(storage.parent(path), base)
+        base = joined if storage.is_uri(joined) else os.path.normpath(joined)
+    if base in chain or base == path:
+        raise ConfigError(f"{path}: base {base} is already in the chain {' -> '.join(chain)}")
+    return _merge(_read_file(base, (*chain, path)), data)
+
+
+def load_config(cls: type[Cfg], path: str | Path | list | None = None, overrides: list[str] | None = None) -> Cfg:
+    """Defaults of `cls`, updated by the YAML file(s) at `path` in order (each may name a `base`
+    it overrides), then by KEY=VALUE overrides."""
+    paths = [str(p) for p in ([] if path is None else path if isinstance(path, list | tuple) else [path])]
     data: dict = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            data = safe_yaml(storage.read_text(path), str(path)) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    for one in paths:
+        data = _merge(data, _read_file(one))
+    source = " + ".join(paths) or "defaults"
     if overrides:
         source = f"{source} + overrides"
         data = _merge(data, parse_overrides(overrides))

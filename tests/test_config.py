@@ -95,3 +95,29 @@ def test_fold_configs_saved_with_the_old_test_hook_still_load(tmp_path):
     (tmp_path / "config.yaml").write_text("model: tiny\nfail_at_epoch: 2\n")
     with pytest.raises(ConfigError, match="unknown key 'fail_at_epoch'"):
         load_config(TrainConfig, tmp_path / "config.yaml")
+
+
+def test_overlays_state_only_what_differs(tmp_path, shared_data, capsys):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "gpu.yaml").write_text(f"base: {CONF / 'train.yaml'}\nbatch_size: 128\n")  # absolute
+    (tmp_path / "mine.yaml").write_text("base: sub/gpu.yaml\nepochs: 3\n")
+    cfg = load_config(TrainConfig, tmp_path / "mine.yaml")
+    assert (cfg.batch_size, cfg.epochs, cfg.model) == (128, 3, TrainConfig().model), "chain: defaults, gpu, mine"
+    (tmp_path / "more.yaml").write_text("epochs: 5\nlr: 0.001\n")
+    both = load_config(TrainConfig, [tmp_path / "mine.yaml", tmp_path / "more.yaml"], ["lr=0.002"])
+    assert (both.batch_size, both.epochs, both.lr) == (128, 5, 0.002), "files in order, then overrides"
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="already in the chain"):
+        load_config(TrainConfig, tmp_path / "a.yaml")
+    (tmp_path / "lost.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere.yaml does not exist \(base of .*lost.yaml\)"):
+        load_config(TrainConfig, tmp_path / "lost.yaml")
+    from hpa_ray.folds import main
+
+    (tmp_path / "f1.yaml").write_text("n_folds: 4\nseed: 1\n")
+    (tmp_path / "f2.yaml").write_text("n_folds: 3\n")
+    args = ["--labels", str(shared_data / "train.csv"), "--out", str(tmp_path / "f.csv")]
+    assert main([*args, "--config", str(tmp_path / "f1.yaml"), "--config", str(tmp_path / "f2.yaml")]) == 0
+    assert "in 3 folds" in capsys.readouterr().out
+    assert yaml.safe_load((tmp_path / "f_config.yaml").read_text())["seed"] == 1
