@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def make_cells(tmp: Path, n_cells: int) -> tuple[Path, Path]:
     reps = -(-n_cells // table.num_rows)
     out = tmp / "cells"
     out.mkdir()
+    shutil.copy(tmp / "seg" / "segment_config.yaml", tmp / "segment_config.yaml")  # how they were made
     for r in range(reps):  # new image IDs per copy, so folds can split them
         ids = pa.array([f"{i}-{r}" for i in table.column("image_id").to_pylist()])
         pq.write_table(table.set_column(0, "image_id", ids), out / f"part-{r}.parquet", compression="zstd")

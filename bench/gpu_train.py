@@ -30,7 +30,7 @@ import torch
 
 from hpa_ray import _ray
 from hpa_ray.backbones import normalisation
-from hpa_ray.config import TrainConfig
+from hpa_ray.config import SegmentConfig, TrainConfig, write_resolved
 from hpa_ray.model import build_model
 from hpa_ray.schema import CHANNELS, cells_table
 from hpa_ray.train import fit_fold
@@ -58,6 +58,7 @@ def write_cells(out: Path, n_cells: int, size: int) -> tuple[Path, Path]:
             tables = []
     folds = out / "folds.csv"
     pd.DataFrame({"image_id": ids, "fold": [i % 5 for i in range(n_images)]}).to_csv(folds, index=False)
+    write_resolved(SegmentConfig(crop_size=size), out / "segment_config.yaml")  # what fit_fold asks of cells
     return cells_dir, folds
 
 

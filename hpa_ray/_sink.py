@@ -16,10 +16,10 @@ import pyarrow as pa
 from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
 
-from hpa_ray import storage
+from hpa_ray import layout, storage
 from hpa_ray.schema import MANIFEST_COLUMNS
 
-CELLS_DIR, MANIFEST_DIR = "cells", "_manifest"
+CELLS_DIR, MANIFEST_DIR = layout.CELLS, layout.MANIFEST_PARTS
 
 
 def ipc_bytes(table: pa.Table) -> bytes:

@@ -26,11 +26,12 @@ from hpa_ray.backends import BackendError, check_backend, wants_gpu
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
 from hpa_ray.ensemble import Ensemble, load_model
 from hpa_ray.images import InputError, list_images
+from hpa_ray.layout import Fold, TrainingRun
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
 from hpa_ray.schema import crops_to_numpy
 from hpa_ray.scoring import cell_scores
-from hpa_ray.segment import EXIT_SOME_FAILED, _reservation, build_dataset, infer_in_actors
+from hpa_ray.segment import EXIT_SOME_FAILED, build_dataset, infer_in_actors, operator_reservation
 from hpa_ray.submission import SubmissionError, prediction_string, validate_submission, write_submission
 
 _ARCHITECTURE = ("model", "image_size", "method", "pooling", "lse_r")  # every fold of an ensemble shares these
@@ -44,7 +45,7 @@ class RunModels:
 
 
 def _fold_config(fold_dir: str, run_cfg: str) -> TrainConfig:
-    beside = storage.join(fold_dir, "config.yaml")
+    beside = Fold(fold_dir).config
     path = beside if storage.exists(beside) else run_cfg
     if not storage.exists(path):
         raise ModelError(f"{fold_dir}: no config.yaml beside the model (nor {run_cfg}): cannot rebuild the model")
@@ -54,17 +55,18 @@ def _fold_config(fold_dir: str, run_cfg: str) -> TrainConfig:
 def load_run(models_dir: str | Path, cfg: PredictConfig) -> RunModels:
     """Find the fold models of a train run and check that they form one ensemble."""
     models_dir = storage.absolute(models_dir)
-    paths = [e.path for e in storage.list_files(models_dir, "fold-*/best/model.pt", recursive=True)]
+    run = TrainingRun(models_dir)
+    paths = [e.path for e in storage.list_files(models_dir, run.BEST_MODELS, recursive=True)]
     if not paths:
         raise ModelError(f"no models under {models_dir} (expected fold-K/best/model.pt from python -m hpa_ray.train)")
     fold_dirs = {p: storage.parent(storage.parent(p)) for p in paths}
-    run_cfg = storage.join(models_dir, "config.yaml")
+    run_cfg = run.config
     configs = {storage.name(d): _fold_config(d, run_cfg) for d in fold_dirs.values()}
     for key in _ARCHITECTURE:
         values = {fold: getattr(c, key) for fold, c in configs.items()}
         if len(set(values.values())) > 1:
             raise ModelError(f"the models in {models_dir} differ in {key}: {values}; predict with one run's folds")
-    seg_path = storage.join(models_dir, "segment_config.yaml")
+    seg_path = run.segment_config
     if not storage.exists(seg_path):
         raise ConfigError(f"{seg_path} is missing: cannot tell how the training cells were segmented")
     segment = with_updates(load_config(SegmentConfig, seg_path), cfg.segment, f"{seg_path} + predict segment")
@@ -236,7 +238,7 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
         check_backend(run.segment)
         _ray.init_ray()
         _ray.prewarm_workers(("ray.data", "hpa_ray.predict"))
-        with _reservation(enabled=infer_in_actors(run.segment) or _use_gpu(cfg)):
+        with operator_reservation(enabled=infer_in_actors(run.segment) or _use_gpu(cfg)):
             results = _collect(build_predict_dataset(listing.jobs, run, cfg), len(listing.jobs), results.columns)
     rows = _rows(listing, results, ids, images_dir)
     # Written under a name of its own, checked, then renamed: `output` is never an invalid file.

@@ -20,6 +20,7 @@ import pandas as pd
 
 from hpa_ray import cli, storage
 from hpa_ray import report_figures as figs
+from hpa_ray.layout import SegmentOutput
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 
 EXAMPLES_PER_CLASS = 6  # cells shown per rare class
@@ -81,7 +82,7 @@ def _input_paths(segment_dir: str) -> dict[str, list[str]]:
     """image ID → channel files, from the directory the segmentation read (when still there)."""
     from hpa_ray.images import list_images
 
-    inputs = storage.join(segment_dir, "inputs.json")
+    inputs = SegmentOutput(segment_dir).inputs
     if not storage.exists(inputs):
         return {}
     input_dir = json.loads(storage.read_text(inputs))["input_dir"]
@@ -100,7 +101,7 @@ def _read_or_none(paths: list[str] | None) -> np.ndarray | None:
 def _segmentation(segment_dir: str, out: Path) -> Section:
     import pyarrow.compute as pc
 
-    manifest = storage.read_parquet(storage.join(segment_dir, "images.parquet"))
+    manifest = storage.read_parquet(SegmentOutput(segment_dir).manifest)
     section = Section("Segmentation")
     shown = manifest[(manifest.status == "ok") & (manifest.n_cells > 0)].head(OUTLINED_IMAGES)
     dataset = storage.parquet_dataset(storage.join(segment_dir, "cells"))

@@ -18,6 +18,7 @@ import pandas as pd
 from hpa_ray import report_figures as figs
 from hpa_ray import storage
 from hpa_ray.config import TuneConfig, load_config
+from hpa_ray.layout import Search
 
 METRIC = "val_map"
 
@@ -25,15 +26,16 @@ METRIC = "val_map"
 def read_search(run_dir: str) -> tuple[TuneConfig, pd.DataFrame, dict[str, pd.DataFrame]]:
     """→ (tune config, trials table, trial ID → per-epoch metrics). ValueError when RUN_DIR is
     not a finished search."""
-    for name in ("tune_config.yaml", "trials.csv"):
-        if not storage.exists(storage.join(run_dir, name)):
-            raise ValueError(f"--search-dir {run_dir}: no {name} (a directory written by python -m hpa_ray.tune)")
-    cfg = load_config(TuneConfig, storage.join(run_dir, "tune_config.yaml"))
-    trials = storage.read_csv(storage.join(run_dir, "trials.csv"), dtype={"trial_id": str, "error": str},
-                              keep_default_na=False)  # fmt: skip
+    search = Search(run_dir)
+    for path in (search.config, search.trials_csv):
+        if not storage.exists(path):
+            raise ValueError(f"--search-dir {run_dir}: no {storage.name(path)} (a directory written by "
+                             "python -m hpa_ray.tune)")  # fmt: skip
+    cfg = load_config(TuneConfig, search.config)
+    trials = storage.read_csv(search.trials_csv, dtype={"trial_id": str, "error": str}, keep_default_na=False)
     curves = {}
     for trial_id in trials.trial_id:
-        path = storage.join(run_dir, "trials", trial_id, f"fold-{cfg.fold}", "metrics.jsonl")
+        path = search.trial(trial_id).fold(cfg.fold).metrics_jsonl
         if storage.exists(path):
             rows = [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
             curves[trial_id] = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")

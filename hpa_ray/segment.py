@@ -39,12 +39,11 @@ from hpa_ray.backends.registry import backend_spec
 from hpa_ray.cells import cut_cells, upsample_labels
 from hpa_ray.config import ConfigError, SegmentConfig, load_config, write_resolved
 from hpa_ray.images import ImageError, InputError, list_images, read_image
+from hpa_ray.layout import SegmentOutput
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.schema import CHANNELS, MANIFEST_COLUMNS, cells_table
 
 EXIT_SOME_FAILED = 3  # exit status when at least one image has status "error"
-CONFIG_NAME = "segment_config.yaml"
-INPUTS_NAME = "inputs.json"  # OUT/inputs.json: the image directory and labels CSV of the run
 _EMPTY = np.zeros((len(CHANNELS), 1, 1), np.uint8)  # image placeholder of a failed row
 
 
@@ -260,7 +259,7 @@ def _warn_cpu_only(cfg: SegmentConfig) -> None:
 
 
 @contextlib.contextmanager
-def _reservation(enabled: bool):
+def operator_reservation(enabled: bool):
     """Ray Data reserves each operator a share of the CPUs so that stages cannot starve each
     other. The fused one-operator pipeline has nothing to protect, and on a 2-CPU machine the
     reservation held it to one task at a time (measured 1.2x vs 1.6x the sequential loop)."""
@@ -300,8 +299,8 @@ def _prepare_out(out_dir: str, cfg: SegmentConfig, overwrite: bool) -> set[str]:
     if overwrite:
         for sub in (CELLS_DIR, MANIFEST_DIR):
             storage.delete_dir(storage.join(out_dir, sub))
-        storage.delete_file(storage.join(out_dir, "images.parquet"))
-    previous = storage.join(out_dir, CONFIG_NAME)
+        storage.delete_file(SegmentOutput(out_dir).manifest)
+    previous = SegmentOutput(out_dir).config
     started = bool(_manifest_parts(out_dir))
     if started and storage.exists(previous):
         old = load_config(SegmentConfig, previous)
@@ -337,7 +336,7 @@ def _finalize_manifest(out_dir: str) -> pd.DataFrame:
     rows = rows.reset_index().sort_values(["_ok", "index"]).drop_duplicates("image_id", keep="last")
     manifest = rows.sort_values("image_id")[list(MANIFEST_COLUMNS)].reset_index(drop=True)
     table = pa.Table.from_pandas(manifest, preserve_index=False)
-    storage.write_parquet(storage.join(out_dir, "images.parquet"), table)
+    storage.write_parquet(SegmentOutput(out_dir).manifest, table)
     return manifest
 
 
@@ -384,7 +383,7 @@ def _segment_into(out_dir: str, listing, input_dir, cfg: SegmentConfig, labels_c
         "input_dir": storage.absolute(input_dir),
         "labels": storage.absolute(labels_csv) if labels_csv else None,
     }
-    storage.write_text(storage.join(out_dir, INPUTS_NAME), json.dumps(inputs, indent=2) + "\n")
+    storage.write_text(SegmentOutput(out_dir).inputs, json.dumps(inputs, indent=2) + "\n")
     jobs = [j for j in listing.jobs if j["image_id"] not in done]
     _write_refused(out_dir, listing.refused)
     if jobs:
@@ -394,7 +393,7 @@ def _segment_into(out_dir: str, listing, input_dir, cfg: SegmentConfig, labels_c
         _warn_cpu_only(cfg)
         before = {p.path for p in _manifest_parts(out_dir)}
         with (
-            _reservation(enabled=infer_in_actors(cfg)),
+            operator_reservation(enabled=infer_in_actors(cfg)),
             console.Progress("segment", len(jobs), _counter(out_dir, before)),
         ):
             build_dataset(jobs, cfg).write_datasink(CellsSink(out_dir))
@@ -443,9 +442,7 @@ def _segment_cli(args, overrides: list[str]) -> int:
     for row in result.failed.itertuples():
         print(f"  failed: {row.image_id}: {row.error}", file=sys.stderr)
     print(summary_line(result))
-    print(
-        json.dumps({"cells": storage.join(args.out, CELLS_DIR), "manifest": storage.join(args.out, "images.parquet")})
-    )
+    print(json.dumps({"cells": SegmentOutput(args.out).cells, "manifest": SegmentOutput(args.out).manifest}))
     return EXIT_SOME_FAILED if len(result.failed) else 0
 
 

@@ -25,10 +25,11 @@ import pandas as pd
 
 from hpa_ray import _ray, cli, console, storage
 from hpa_ray.config import ConfigError, TrainConfig, load_config, write_resolved
+from hpa_ray.layout import Fold, SegmentOutput, TrainingRun
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.methods import build_method, validation_metrics
 from hpa_ray.model import ModelError
-from hpa_ray.train_data import DataError, check_cells, crops_bytes, fold_datasets, read_folds
+from hpa_ray.train_data import DataError, check_cells, check_segment_config, crops_bytes, fold_datasets, read_folds
 
 BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
 STATE = "state.pt"
@@ -73,7 +74,7 @@ class _Board:
     def __init__(self, fold_dir: str):
         from tensorboardX import SummaryWriter
 
-        self.target = storage.join(fold_dir, "tensorboard")
+        self.target = Fold(fold_dir).tensorboard
         self.local = tempfile.mkdtemp(prefix="hpa-tensorboard-") if storage.is_uri(fold_dir) else self.target
         self.writer = SummaryWriter(self.local)
 
@@ -222,7 +223,7 @@ def _report(metrics: dict, w: _Worker, writer) -> None:
         ray.train.report(metrics, checkpoint=None)
         return
     writer.log(metrics)
-    storage.append_text(storage.join(w.fold_dir, "metrics.jsonl"), json.dumps(metrics) + "\n")
+    storage.append_text(Fold(w.fold_dir).metrics_jsonl, json.dumps(metrics) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"model": w.bare.state_dict(), "optimizer": w.optimizer.state_dict(),
                     "scheduler": w.scheduler.state_dict(), "progress": dict(w.state)}, Path(tmp) / STATE)  # fmt: skip
@@ -244,9 +245,10 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
 
     check_model_config(cfg)
     check_cells(storage.absolute(cells_dir))
+    check_segment_config(storage.absolute(cells_dir))
     _ray.init_ray()
     run_dir, cells_dir = storage.absolute(run_dir), storage.absolute(cells_dir)
-    fold_dir = storage.join(run_dir, f"fold-{fold}")
+    fold_dir = TrainingRun(run_dir).fold(fold).root
     # Same run name and storage path: Ray Train resumes a run that was interrupted (its
     # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
     storage.makedirs(fold_dir)
@@ -266,7 +268,7 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"{storage.name(run_dir)}-fold-{fold}",
-            storage_path=cfg.storage_path or storage.join(run_dir, "ray_results"),
+            storage_path=cfg.storage_path or TrainingRun(run_dir).ray_results,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=list(callbacks),
@@ -282,12 +284,12 @@ def _export_fold(result, fold_dir: str) -> dict:
     if result.checkpoint is None:
         raise RuntimeError(f"training of {storage.name(fold_dir)} reported no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:
-        storage.write_bytes(storage.join(fold_dir, "best", "model.pt"), (Path(d) / BEST_MODEL).read_bytes())
-    rows = [json.loads(line) for line in storage.read_text(storage.join(fold_dir, "metrics.jsonl")).splitlines()]
+        storage.write_bytes(Fold(fold_dir).best_model, (Path(d) / BEST_MODEL).read_bytes())
+    rows = [json.loads(line) for line in storage.read_text(Fold(fold_dir).metrics_jsonl).splitlines()]
     metrics = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
-    storage.write_text(storage.join(fold_dir, "metrics.csv"), metrics.to_csv(index=False))
+    storage.write_text(Fold(fold_dir).metrics_csv, metrics.to_csv(index=False))
     best = metrics.loc[metrics.val_map.idxmax()].to_dict()
-    storage.write_text(storage.join(fold_dir, "best", "metrics.json"), json.dumps(best, indent=2))
+    storage.write_text(Fold(fold_dir).best_metrics, json.dumps(best, indent=2))
     return best
 
 
@@ -344,7 +346,7 @@ def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: Train
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(cfg, len(folds))),
         run_config=tune.RunConfig(
             name=f"{storage.name(run_dir)}-folds",
-            storage_path=cfg.storage_path or storage.join(run_dir, "ray_results"),
+            storage_path=cfg.storage_path or TrainingRun(run_dir).ray_results,
             verbose=console.tune_verbosity(),
             callbacks=[console.epoch_callback("fold", cfg.epochs)],
         ),
@@ -353,8 +355,8 @@ def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: Train
     errors = [r.error for r in grid if r.error]
     if errors:
         raise RuntimeError(f"{len(errors)} fold(s) failed: {errors[0]}")
-    rows = [json.loads(storage.read_text(storage.join(run_dir, f"fold-{k}", "best", "metrics.json"))) | {"fold": k}
-            for k in folds]  # fmt: skip
+    run = TrainingRun(run_dir)
+    rows = [json.loads(storage.read_text(run.fold(k).best_metrics)) | {"fold": k} for k in folds]
     return pd.DataFrame(rows)
 
 
@@ -362,14 +364,12 @@ def _write_run_config(fold_dir: str, cfg: TrainConfig, cells_dir: str) -> None:
     """fold_dir/config.yaml (how to rebuild the model) and, once per run, a copy of the cells'
     segment_config.yaml (predict segments test images the way the training cells were made).
     A fold that was started with another config is refused: resuming it would mix the two."""
-    path = storage.join(fold_dir, "config.yaml")
+    path = Fold(fold_dir).config
     if storage.exists(path) and load_config(TrainConfig, path) != cfg:
         raise ConfigError(f"{fold_dir} was trained with another config ({path}); "
                           "rerun with that config to resume it, or use a new --run-dir")  # fmt: skip
     write_resolved(cfg, path)
-    segment_cfg = storage.join(storage.parent(cells_dir), "segment_config.yaml")
-    if storage.exists(segment_cfg):
-        storage.copy_file(segment_cfg, storage.join(storage.parent(fold_dir), "segment_config.yaml"))
+    storage.copy_file(SegmentOutput.of_cells(cells_dir).config, TrainingRun(storage.parent(fold_dir)).segment_config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,9 +392,9 @@ def _train_cli(args) -> int:
     run_dir = args.out
     storage.makedirs(run_dir)
     with owned_by_this_run(run_dir):
-        write_resolved(cfg, storage.join(run_dir, "config.yaml"))
+        write_resolved(cfg, TrainingRun(run_dir).config)
         if len(folds) == 1:
-            metrics = storage.join(run_dir, f"fold-{folds[0]}", "metrics.jsonl")
+            metrics = TrainingRun(run_dir).fold(folds[0]).metrics_jsonl
             print(f"train fold {folds[0]}: {cfg.epochs} epochs of {cfg.model}; per-epoch metrics → {metrics}")
             table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
         else:

@@ -132,6 +132,24 @@ def check_cells(cells_dir: str) -> int:
     return len(parts)
 
 
+def check_segment_config(cells_dir: str) -> None:
+    """The cells' segment output names how they were made (segment_config.yaml, what predict
+    segments test images with); DataError now rather than a run whose models predict cannot use."""
+    from hpa_ray.config import ConfigError, SegmentConfig, load_config
+    from hpa_ray.layout import SegmentOutput
+
+    path = SegmentOutput.of_cells(cells_dir).config
+    if not storage.exists(path):
+        raise DataError(
+            f"{path} is missing: the cells in {cells_dir} do not say how they were segmented, and "
+            "predict would not know how to cut test images; make them with python -m hpa_ray.segment"
+        )
+    try:
+        load_config(SegmentConfig, path)
+    except ConfigError as exc:
+        raise DataError(f"the cells' segment config is not usable: {exc}") from None
+
+
 def crops_bytes(cells_dir: str) -> int:
     """Bytes of every crop under cells_dir, from the Parquet metadata (nothing is read)."""
     dataset = storage.parquet_dataset(cells_dir)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from hpa_ray import _ray, cli, console, storage
 from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
+from hpa_ray.layout import Search
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
 from hpa_ray.train import concurrent_trials, fit_fold
@@ -54,7 +55,7 @@ def _trial(params: dict, base: dict, cells: str, folds: str, fold: int, run_dir:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg = TrainConfig.model_validate({**base, **params})
-    trial_dir = storage.join(run_dir, "trials", tune.get_context().get_trial_id())
+    trial_dir = Search(run_dir).trial(tune.get_context().get_trial_id()).root
     fit_fold(cells, folds, fold, trial_dir, cfg, (TuneReportCallback(),))
 
 
@@ -100,7 +101,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
                              folds=storage.absolute(folds_csv), fold=cfg.fold, run_dir=run_dir),
         {"CPU": 0, "memory": 1},  # the trial's driver holds no CPU: its Train workers do
     )  # fmt: skip
-    results = cfg.train.storage_path or storage.join(run_dir, "ray_results")
+    results = cfg.train.storage_path or Search(run_dir).ray_results
     experiment = storage.join(results, f"{storage.name(run_dir)}-search")
     if resume:
         if not tune.Tuner.can_restore(experiment):
@@ -137,7 +138,7 @@ def write_hparams(run_dir: str, table: pd.DataFrame, cfg: TuneConfig) -> str:
 
     from tensorboardX import SummaryWriter
 
-    target = storage.join(run_dir, "tensorboard", "hparams")
+    target = Search(run_dir).hparams
     local = tempfile.mkdtemp(prefix="hpa-hparams-") if storage.is_uri(run_dir) else target
     most = max_epochs(cfg)
     with SummaryWriter(local) as writer:
@@ -161,7 +162,7 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
     run_dir = storage.absolute(run_dir)
     storage.makedirs(run_dir)
     with owned_by_this_run(run_dir):
-        write_resolved(cfg, storage.join(run_dir, "tune_config.yaml"))
+        write_resolved(cfg, Search(run_dir).config)
         grid = _tuner(cells, folds_csv, run_dir, cfg, resume).fit()
     if grid.num_terminated + grid.num_errors < cfg.num_samples:
         raise SearchInterrupted(f"search stopped with {grid.num_terminated} of {cfg.num_samples} trials done; "
@@ -174,11 +175,11 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
         rows.append({"trial_id": result.metrics.get("trial_id") if result.metrics else None, **result.config,
                      "epochs_run": epochs, f"best_{METRIC}": best, "error": str(result.error or "")})  # fmt: skip
     table = pd.DataFrame(rows).sort_values(f"best_{METRIC}", ascending=False)
-    storage.write_text(storage.join(run_dir, "trials.csv"), table.to_csv(index=False))
+    storage.write_text(Search(run_dir).trials_csv, table.to_csv(index=False))
     write_hparams(run_dir, table, cfg)
     best = grid.get_best_result(metric=METRIC, mode=MODE, scope="all")
     best_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), **best.config})
-    write_resolved(best_cfg, storage.join(run_dir, "best_config.yaml"))
+    write_resolved(best_cfg, Search(run_dir).best_config)
     return table
 
 
@@ -206,7 +207,7 @@ def _tune_cli(args) -> int:
     print(table.to_string(index=False, max_colwidth=30))
     print(
         f"tune: {len(table)} trials; best {METRIC} {table[f'best_{METRIC}'].max():.4f}; "
-        f"best config → {storage.join(args.out, 'best_config.yaml')} (python -m hpa_ray.train --config it)"
+        f"best config → {Search(args.out).best_config} (python -m hpa_ray.train --config it)"
     )
     return 0
 

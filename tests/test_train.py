@@ -190,3 +190,14 @@ def test_train_run_again_into_its_run_dir_resumes_the_interrupted_fold(cells, tm
 def _reports(fold_dir: Path) -> int:
     path = fold_dir / "metrics.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_cells_that_do_not_say_how_they_were_made_are_refused_at_the_start(cells, tmp_path):
+    import shutil
+
+    from hpa_ray.train_data import DataError
+
+    shutil.copytree(cells["cells"], tmp_path / "seg" / "cells")  # no segment_config.yaml beside them
+    with pytest.raises(DataError, match="segment_config.yaml is missing"):
+        fit_fold(tmp_path / "seg" / "cells", cells["folds"], 0, tmp_path / "run", TrainConfig(**FAST, epochs=1))
+    assert not (tmp_path / "run").exists(), "refused before anything was written"
