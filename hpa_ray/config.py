@@ -210,7 +210,8 @@ class SegmentConfig(_Section):
     task_num_cpus: float = Field(1.0, gt=0)  # CPUs per decode / cut task
     classical: ClassicalConfig = ClassicalConfig()
     hpa: HpaConfig = HpaConfig()
-    # Plugin backends' sections, by backend name; written as `segment.NAME` like the built-in ones.
+    # Plugin backends' sections by backend name: given as `NAME: {...}` (or `segment.NAME` in predict)
+    # like the built-in ones, kept and written back under `sections:`.
     sections: dict[str, dict] = {}
 
     @model_validator(mode="before")
