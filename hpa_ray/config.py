@@ -166,7 +166,13 @@ class ClassicalConfig(_Section):
     scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image
     nucleus_sigma: float = Field(8.0, ge=0)  # blue smoothing, full-resolution px
     nucleus_threshold: float = Field(1.0, gt=0)  # × Otsu level of the smoothed blue channel
-    nucleus_split_h: float = Field(16.0, gt=0)  # distance-peak height (px) that splits nuclei
+    nucleus_split_h: float = Field(10.0, gt=0)  # distance-peak height (px) that splits nuclei
+    # Touching pieces of the split are joined again (one lobed nucleus) unless the blue signal
+    # dips along their border below merge_valley × the dimmer piece's median, or the dimmer
+    # piece's median is below merge_contrast × the brighter's (see classical.merge_lobes).
+    merge_lobes: bool = True
+    merge_valley: float = Field(0.85, ge=0)
+    merge_contrast: float = Field(0.75, ge=0, le=1)
     min_nucleus_area: int = Field(2400, ge=0)  # full-resolution px
     body_sigma: float = Field(8.0, ge=0)  # cell-body smoothing, full-resolution px
     cell_threshold: float = Field(0.2, gt=0)  # × Otsu level of the smoothed cell-body signal

@@ -10,7 +10,7 @@ from skimage.segmentation import find_boundaries
 from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
 from hpa_ray.backends._common import downscale
 from hpa_ray.backends._standin import save_standin
-from hpa_ray.backends.classical import nucleus_radius, size_adapted, size_factor
+from hpa_ray.backends.classical import nucleus_radius, segment_nuclei, size_adapted, size_factor
 from hpa_ray.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
 from hpa_ray.cells import upsample_labels
 from hpa_ray.config import ClassicalConfig, HpaConfig, SegmentConfig, SynthConfig
@@ -107,6 +107,32 @@ def test_size_factor_scales_only_beyond_the_tolerance():
     scaled = size_adapted(p, k)
     assert scaled.nucleus_split_h == pytest.approx(p.nucleus_split_h * 0.5)
     assert scaled.min_cell_area == round(p.min_cell_area * 0.25) and scaled.scale == p.scale
+
+
+def _two_lobes(left: float, right: float, gap: float | None = None) -> np.ndarray:
+    """(256, 256) float32 blue at model scale: two overlapping discs of radius 20 (a nucleus of
+    radius 80 at 0.25), the given brightness each; `gap`: a dark band of that level between."""
+    yy, xx = np.mgrid[:256, :256]
+    blue = np.full((256, 256), 0.01, np.float32)
+    blue[(yy - 128) ** 2 + (xx - 110) ** 2 < 400] = left
+    blue[(yy - 128) ** 2 + (xx - 146) ** 2 < 400] = right
+    if gap is not None:
+        blue[:, 126:131] = np.minimum(blue[:, 126:131], gap)
+    return blue
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "gap", "nuclei"),
+    [(0.6, 0.6, None, 1),  # one lobed nucleus: the distance map splits it, the stain joins it again
+     (0.45, 0.9, None, 2),  # condensed chromatin beside an interphase nucleus
+     (0.6, 0.6, 0.15, 2)],  # two touching nuclei, the stain dips between them
+)  # fmt: skip
+def test_touching_nuclei_split_by_shape_are_joined_unless_the_stain_parts_them(left, right, gap, nuclei):
+    p = ClassicalConfig(adapt_to_nucleus_size=False)
+    blue = _two_lobes(left, right, gap)
+    assert segment_nuclei(blue, p.model_copy(update={"merge_lobes": False})).max() == 2  # the shape cue splits
+    labels = segment_nuclei(blue, p)
+    assert len(np.unique(labels[labels > 0])) == nuclei
 
 
 def test_black_image_has_no_cells():
