@@ -283,4 +283,4 @@ if __name__ == "__main__":
     _ray.no_dashboard_unless_asked()  # a process that only predicts needs no Ray dashboard
     from hpa_ray.predict import main as _main
 
-    sys.exit(_main())
+    sys.exit(_ray.exit_code_after_shutdown(_main()))

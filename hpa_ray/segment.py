@@ -452,4 +452,4 @@ if __name__ == "__main__":
     # Run the imported module's main, not __main__'s: Ray pickles functions by module name.
     from hpa_ray.segment import main as _main
 
-    sys.exit(_main())
+    sys.exit(_ray.exit_code_after_shutdown(_main()))

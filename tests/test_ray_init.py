@@ -68,3 +68,43 @@ def test_a_local_ray_has_its_dashboard_except_in_a_segment_or_predict_cli_proces
     assert dashboard("library", {}) == "dashboard: True"
     assert dashboard("cli", {}) == "dashboard: False"
     assert dashboard("cli", {"HPA_RAY_DASHBOARD": "1"}) == "dashboard: True"
+
+
+STOP = """
+import os, sys, time
+import ray
+from hpa_ray import _ray, console
+console.setup(sys.argv[1], False)  # a quiet CLI, as segment's and predict's
+_ray.no_dashboard_unless_asked()
+_ray.init_ray(num_cpus=1)
+from ray._private import ray_constants
+processes = ray._private.worker._global_node.all_processes
+assert processes[ray_constants.PROCESS_TYPE_MONITOR], "a local Ray has an autoscaler monitor"
+pids = [info.process.pid for infos in processes.values() for info in infos]
+monitor = processes[ray_constants.PROCESS_TYPE_MONITOR][0].process
+raylet = processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
+_ray._stop_autoscaler_monitor()
+print("monitor", monitor.poll() is not None, "raylet", raylet.poll() is None)
+code = _ray.exit_code_after_shutdown(3)
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+print("code", code, "initialized", ray.is_initialized(), "alive", [p for p in pids if alive(p)])
+"""
+
+
+def test_a_quiet_cli_stops_its_ray_at_the_end_monitor_included(tmp_path):
+    """The segment and predict CLIs stop Ray themselves (no 0.5 s wait for workers' lines that
+    go to the log file) and kill Ray's autoscaler monitor first (it ignores SIGTERM: Ray's own
+    shutdown waits 1 s for it). Every process of that Ray is gone and the exit code passes on."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = run_group([sys.executable, "-c", STOP, str(tmp_path / "cli.log")], timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "monitor True raylet True"  # the monitor went first, Ray still up
+    assert lines[-1] == "code 3 initialized False alive []"
