@@ -34,4 +34,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hpa_ray import _ray
+
+    sys.exit(_ray.exit_code_after_shutdown(main()))

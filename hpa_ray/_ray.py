@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 # No usage-stats upload, no PyPI version check by albumentations: this often runs offline.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -57,14 +58,13 @@ def no_dashboard_unless_asked() -> None:
 
 
 def exit_code_after_shutdown(code: int) -> int:
-    """For a CLI's last step: stop this process's Ray now and pass `code` on. Left to the exit
-    hook, Ray first sleeps 0.5 s so that workers' lines reach the console; a quiet CLI sends
-    them to Ray's session logs, so it need not wait (a verbose one still does)."""
-    import ray
-
+    """For a stage CLI's last step: stop this process's Ray now and pass `code` on. Left to
+    the exit hook, Ray first sleeps 0.5 s so that workers' lines reach the console; a quiet CLI
+    sends them to Ray's session logs, so it need not wait (a verbose one still does)."""
+    ray = sys.modules.get("ray")  # a CLI that never started Ray does not import it here
     from hpa_ray import console
 
-    if ray.is_initialized() and console.quiet():
+    if ray is not None and ray.is_initialized() and console.quiet():
         _stop_autoscaler_monitor()
         ray.shutdown()
     return code

@@ -161,6 +161,20 @@ class TuneConfig(_Section):
     }
     train: TrainConfig = TrainConfig()  # the base every trial starts from
 
+    def max_epochs(self) -> int:
+        """The most epochs a trial may run (ASHA's max_t): the largest searched `epochs`, else the base's."""
+        dim = self.search_space.get("epochs")
+        return int(max(dim.values)) if dim and dim.type == "choice" and dim.values else self.train.epochs
+
+    @model_validator(mode="after")
+    def _grace_within_epochs(self) -> TuneConfig:
+        # Ray's ASHA asserts this with a bare traceback; say which settings disagree instead.
+        most = self.max_epochs()
+        if self.asha.grace_period > most:
+            raise ValueError(f"asha.grace_period ({self.asha.grace_period}) is more than the most epochs a trial "
+                             f"runs ({most}): lower it or search more epochs")  # fmt: skip
+        return self
+
 
 class ClassicalConfig(_Section):
     scale: float = Field(0.25, gt=0, le=1)  # model resolution relative to the image

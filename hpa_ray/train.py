@@ -407,4 +407,4 @@ def _train_cli(args) -> int:
 if __name__ == "__main__":
     from hpa_ray.train import main as _main
 
-    sys.exit(_main())
+    sys.exit(_ray.exit_code_after_shutdown(_main()))

@@ -61,8 +61,7 @@ def _trial(params: dict, base: dict, cells: str, folds: str, fold: int, run_dir:
 
 def max_epochs(cfg: TuneConfig) -> int:
     """The most epochs a trial may run (ASHA's max_t): the largest searched `epochs`, else the base's."""
-    dim = cfg.search_space.get("epochs")
-    return int(max(dim.values)) if dim and dim.type == "choice" else cfg.train.epochs
+    return cfg.max_epochs()
 
 
 def _concurrency(cfg: TuneConfig) -> int:
@@ -215,4 +214,4 @@ def _tune_cli(args) -> int:
 if __name__ == "__main__":
     from hpa_ray.tune import main as _main
 
-    sys.exit(_main())
+    sys.exit(_ray.exit_code_after_shutdown(_main()))

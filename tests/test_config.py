@@ -71,6 +71,14 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(SegmentConfig, tmp_path / "list.yaml")
 
 
+def test_asha_grace_longer_than_every_trial_is_a_config_error():
+    space = "search_space={lr: {type: loguniform, low: 0.001, high: 0.01}, epochs: {type: choice, values: [1]}}"
+    with pytest.raises(ConfigError, match=r"grace_period \(2\) is more than the most epochs a trial runs \(1\)"):
+        load_config(TuneConfig, None, [space])
+    assert load_config(TuneConfig, None, [space, "asha.grace_period=1"]).max_epochs() == 1
+    assert load_config(TuneConfig, None, ["search_space={}", "train.epochs=3"]).max_epochs() == 3
+
+
 def test_overrides_apply_after_the_file_and_are_checked(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("crop_size: 128\nclassical:\n  scale: 0.5\n")

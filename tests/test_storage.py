@@ -143,10 +143,10 @@ def test_every_stage_reads_and_writes_s3(s3_env, synth_set, tmp_path):
     assert folds.returncode == 0, folds.stderr[-3000:]
     assert {"folds.csv", "folds_balance.csv", "folds_config.yaml"} <= set(_keys("out"))
 
-    space = "search_space={lr: {type: loguniform, low: 0.001, high: 0.01}, epochs: {type: choice, values: [2]}}"
+    space = "search_space={lr: {type: loguniform, low: 0.001, high: 0.01}, epochs: {type: choice, values: [1]}}"
     search = run("hpa_ray.tune", "--cells", f"{out}/segment/cells", "--folds", f"{out}/folds.csv",
                  "--out", f"{out}/search", "train.model=tiny", "train.cpus_per_worker=0.5", "train.batch_size=32",
-                 "num_samples=2", "max_concurrent_trials=1", space)  # fmt: skip
+                 "num_samples=2", "max_concurrent_trials=1", "asha.grace_period=1", space)  # fmt: skip
     assert search.returncode == 0, search.stderr[-3000:]
     search_keys = _keys("out/search")
     assert {"best_config.yaml", "trials.csv", "tune_config.yaml"} <= set(search_keys)
