@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 VERBOSE_ENV = "HPA_RAY_VERBOSE"
-_FRAMEWORK_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
+_FRAMEWORK_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray._private.authentication")
+# Loggers whose warnings are notices with nothing to act on in a local run: the log file only.
+_FILE_ONLY = ("ray._private.authentication",)  # "Token authentication is enabled …", every start
 
 
 def verbose() -> bool:
@@ -93,6 +95,8 @@ def quiet_frameworks(log_file: str | Path) -> Path:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in _FRAMEWORK_LOGGERS:
         logger = logging.getLogger(name)
+        if name in _FILE_ONLY:
+            logger.propagate = False
         for handler in list(logger.handlers):
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setLevel(logging.ERROR if name == "ray.data" else logging.WARNING)

@@ -101,6 +101,7 @@ def test_a_failed_image_reaches_the_quiet_console(synth_set, tmp_path):
     image_id = broken.name.removesuffix("_green.png")
     assert f"failed: {image_id}" in out.stderr and "5 ok, 1 failed" in out.stdout
     assert len(out.stdout.splitlines() + out.stderr.splitlines()) < 20, out.stdout + out.stderr
+    assert "Token authentication" not in out.stdout + out.stderr  # Ray's start-up notice: the log file's
     assert (tmp_path / "o" / "logs" / "segment.log").exists()
 
 
