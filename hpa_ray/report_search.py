@@ -55,10 +55,10 @@ def _best_table(cfg: TuneConfig, trials: pd.DataFrame) -> str:
 def search_section(run_dir: str, out: Path):
     """→ the report Section for a search directory."""
     from hpa_ray.report import Section
-    from hpa_ray.tune import max_epochs, trial_status
+    from hpa_ray.tune import trial_status
 
     cfg, trials, curves = read_search(run_dir)
-    most = max_epochs(cfg)
+    most = cfg.max_epochs()
     space = {name: dim.type for name, dim in cfg.search_space.items()}
     stopped = sum(trial_status(row, most) == "stopped by ASHA" for row in trials.to_dict("records"))
     figures = [

@@ -59,11 +59,6 @@ def _trial(params: dict, base: dict, cells: str, folds: str, fold: int, run_dir:
     fit_fold(cells, folds, fold, trial_dir, cfg, (TuneReportCallback(),))
 
 
-def max_epochs(cfg: TuneConfig) -> int:
-    """The most epochs a trial may run (ASHA's max_t): the largest searched `epochs`, else the base's."""
-    return cfg.max_epochs()
-
-
 def _concurrency(cfg: TuneConfig) -> int:
     if cfg.max_concurrent_trials != "auto":
         return int(cfg.max_concurrent_trials)
@@ -87,7 +82,7 @@ def asha_scheduler(cfg: TuneConfig):
     below max_epochs; a trial whose val_map at a rung is below the rung's cutoff stops there."""
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(max_t=max_epochs(cfg), grace_period=cfg.asha.grace_period,
+    return ASHAScheduler(max_t=cfg.max_epochs(), grace_period=cfg.asha.grace_period,
                          reduction_factor=cfg.asha.reduction_factor)  # fmt: skip
 
 
@@ -114,7 +109,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
             search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),
-                                  callbacks=[console.epoch_callback(None, max_epochs(cfg))]),  # fmt: skip
+                                  callbacks=[console.epoch_callback(None, cfg.max_epochs())]),  # fmt: skip
     )  # fmt: skip
 
 
@@ -139,7 +134,7 @@ def write_hparams(run_dir: str, table: pd.DataFrame, cfg: TuneConfig) -> str:
 
     target = Search(run_dir).hparams
     local = tempfile.mkdtemp(prefix="hpa-hparams-") if storage.is_uri(run_dir) else target
-    most = max_epochs(cfg)
+    most = cfg.max_epochs()
     with SummaryWriter(local) as writer:
         for row in table.to_dict("records"):
             params = {name: _plain(row[name]) for name in cfg.search_space}

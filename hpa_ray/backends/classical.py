@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
+from scipy import sparse
+from scipy.sparse import csgraph
 from skimage import filters, measure, morphology, segmentation
 
 from hpa_ray.backends._common import drop_small
@@ -138,16 +140,12 @@ def merge_lobes(nuclei: np.ndarray, smooth_blue: np.ndarray, p: ClassicalConfig)
     low = np.minimum(medians[pairs[:, 0]], medians[pairs[:, 1]])
     high = np.maximum(medians[pairs[:, 0]], medians[pairs[:, 1]])
     join = (border >= p.merge_valley * low) & (low >= p.merge_contrast * high)
-    root = np.arange(nuclei.max() + 1)
-    for a, b in pairs[join]:  # union-find over the joined pairs (a handful per image)
-        while root[a] != a:
-            a = root[a]
-        while root[b] != b:
-            b = root[b]
-        root[max(a, b)] = min(a, b)
-    for label in range(len(root)):
-        root[label] = root[root[label]]
-    return np.unique(root, return_inverse=True)[1][nuclei]  # labels 1..n again
+    # Labels joined through any chain of pairs are one nucleus; the background (node 0, no
+    # edges) is the first component, so it stays 0 and the nuclei come out as 1..n.
+    n = nuclei.max() + 1
+    a, b = pairs[join].T
+    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return csgraph.connected_components(graph, directed=False)[1][nuclei]
 
 
 def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
