@@ -13,6 +13,12 @@ _GCS_PORT = "RAY_GCS_SERVER_PORT"  # read by a starting local Ray
 
 
 DASHBOARD_ENV = "HPA_RAY_DASHBOARD"
+# Ray Train's controller takes one report per worker per poll, and a worker's next report waits
+# for it (Ray 2.60: a queue of one, polled every 2 s), so an epoch shorter than the poll is
+# stretched to it and a run ends up to a poll after its last epoch. A local Ray polls every
+# 0.5 s (a few RPCs a second); a cluster keeps its own setting, its epochs run longer.
+TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+LOCAL_TRAIN_POLL_S = "0.5"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -43,8 +49,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ[_GCS_PORT] = str(port)
     try:
         dashboard = os.environ.get(DASHBOARD_ENV, "1") != "0"
+        poll = os.environ.get(TRAIN_POLL_ENV, LOCAL_TRAIN_POLL_S)
+        env_vars = {"RAY_ADDRESS": f"127.0.0.1:{port}", TRAIN_POLL_ENV: poll}
         context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=echo,
-                           runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}})  # fmt: skip
+                           runtime_env={"env_vars": env_vars})  # fmt: skip
     finally:
         os.environ.pop(_GCS_PORT, None)
     console.after_ray_init(context)

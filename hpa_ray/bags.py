@@ -61,7 +61,15 @@ def image_bags(table):
         "n_cells": pa.array([len(crops)], pa.int32()),
         "side": pa.array([crops.shape[-1]], pa.int32()),
         "labels": table.column("labels").slice(0, 1),
-    })  # fmt: skip
+    }, schema=image_bags_schema(table.schema))  # fmt: skip
+
+
+def image_bags_schema(cells):
+    """The columns of `image_bags`' rows, for cells of the pyarrow schema `cells`."""
+    import pyarrow as pa
+
+    return pa.schema([cells.field("image_id"), ("crops", pa.large_binary()), ("n_cells", pa.int32()),
+                      ("side", pa.int32()), cells.field("labels")])  # fmt: skip
 
 
 def collate_bags(batch: dict, bag_size: int | None, augment: bool, image_size: int | None = None,

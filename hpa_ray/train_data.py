@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from hpa_ray import storage
-from hpa_ray.bags import image_bags
+from hpa_ray.bags import image_bags, image_bags_schema
 from hpa_ray.schema import NUM_CLASSES, crops_to_numpy
 
 
@@ -156,33 +156,69 @@ def crops_bytes(cells_dir: str) -> int:
     return dataset.count_rows() * dataset.schema.field("crop").type.byte_width
 
 
+TRAINING_COLUMNS = ["image_id", "crop", "labels"]
+# A fold's cached cells are read in the calling process below this many crop bytes: two Ray Data
+# jobs (several seconds of task start-up each, the first in a fresh process longer) for data
+# that one pyarrow read takes a fraction of a second over. Each concurrent fold holds its copy
+# while it puts it in the object store: a few folds at once stay within a laptop's memory.
+READ_HERE_BYTES = 256 * 2**20
+
+
 def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = False, bags: bool = False,
-                  seed: int | None = None):  # fmt: skip
+                  seed: int | None = None, read_here_bytes: int = READ_HERE_BYTES):  # fmt: skip
     """(train, val) Ray Datasets for one fold: images of `fold` validate, the others train.
 
     cache: read and split the cells once and keep the fold's crops in the object store (without
     it, each epoch lists, reads and filters the Parquet again). Rows stay cells (image_id, crop,
     labels): the worker's batch collation augments them (`CellCollate`).
-    bags: one row per image (`hpa_ray.bags.image_bags`: its cells grouped by Ray Data); the
+    bags: one row per image (`hpa_ray.bags.image_bags`: its cells grouped by Ray Data, or here); the
     worker's batch collation draws the bags and augments (`hpa_ray.bags.collate_bags`).
     seed: the training blocks' order each epoch follows it (None: unseeded).
+    read_here_bytes: cached cells up to this many crop bytes are read by this process, not by
+    Ray Data tasks (`READ_HERE_BYTES`); the datasets hold the same rows either way.
     """
     import ray
 
     if fold not in set(folds.fold):
         raise DataError(f"fold {fold} is not in the folds file (folds: {sorted(set(folds.fold))})")
-    cells = ray.data.read_parquet(cells_dir, columns=["image_id", "crop", "labels"])
+    splits = ((folds.image_id[folds.fold != fold], True), (folds.image_id[folds.fold == fold], False))
+    read_here = cache and crops_bytes(cells_dir) <= read_here_bytes
+    cells = None if read_here else ray.data.read_parquet(cells_dir, columns=TRAINING_COLUMNS)
     out = []
-    for ids, training in ((folds.image_id[folds.fold != fold], True), (folds.image_id[folds.fold == fold], False)):
-        ds = cells.map_batches(_select, fn_kwargs={"image_ids": pa.array(ids.tolist())}, batch_format="pyarrow")
-        if bags:
-            ds = ds.groupby("image_id").map_groups(image_bags, batch_format="pyarrow")
-        if cache:
-            ds = ds.materialize()
+    for ids, training in splits:
+        image_ids = pa.array(ids.tolist())
+        if read_here:
+            ds = ray.data.from_arrow(_read_blocks(cells_dir, image_ids, bags))
+        else:
+            ds = cells.map_batches(_select, fn_kwargs={"image_ids": image_ids}, batch_format="pyarrow")
+            if bags:
+                ds = ds.groupby("image_id").map_groups(image_bags, batch_format="pyarrow")
+            if cache:
+                ds = ds.materialize()
         if training:  # blocks in a new order each epoch (the workers' shuffle buffer mixes within)
             ds = ds.randomize_block_order(seed=seed)
         out.append(ds)
     return tuple(out)
+
+
+def _read_blocks(cells_dir: str, image_ids: pa.Array, bags: bool) -> list[pa.Table]:
+    """The cells of `image_ids` read here, a block per Parquet part as Ray Data reads them (the
+    epochs shuffle block order); bags: one row per image (`image_bags`), as many blocks."""
+    dataset = storage.parquet_dataset(cells_dir)
+    blocks = [_select(part.to_table(columns=TRAINING_COLUMNS), image_ids) for part in dataset.get_fragments()]
+    blocks = [b for b in blocks if b.num_rows] or [dataset.schema.empty_table().select(TRAINING_COLUMNS)]
+    if not bags:
+        return blocks
+    cells = pa.concat_tables(blocks)
+    cells = cells.take(pc.sort_indices(cells, [("image_id", "ascending")]))
+    ids = cells.column("image_id").to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], int)
+    ends = np.r_[starts[1:], len(ids)]
+    images = [image_bags(cells.slice(a, b - a)) for a, b in zip(starts, ends)]
+    if not images:
+        return [image_bags_schema(cells.schema).empty_table()]
+    chunks = np.array_split(np.arange(len(images)), min(len(blocks), len(images)))
+    return [pa.concat_tables([images[i] for i in chunk]) for chunk in chunks]
 
 
 def normalise(crops, mean, std):

@@ -108,3 +108,12 @@ def test_a_quiet_cli_stops_its_ray_at_the_end_monitor_included(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines[-2] == "monitor True raylet True"  # the monitor went first, Ray still up
     assert lines[-1] == "code 3 initialized False alive []"
+
+
+def test_a_local_rays_workers_poll_ray_train_often(ray_local):
+    """Ray Train's controller reads its poll interval from its own process's environment: a
+    local Ray's workers (the controller among them) have the short one (see `_ray.TRAIN_POLL_ENV`)."""
+    from hpa_ray import _ray
+
+    read_env = ray_local.remote(lambda name: os.environ.get(name))
+    assert ray_local.get(read_env.remote(_ray.TRAIN_POLL_ENV)) == _ray.LOCAL_TRAIN_POLL_S
