@@ -68,23 +68,23 @@ def test_one_flag_spelling_across_stages_and_the_old_ones_still_work(tmp_path, s
     assert "required: --out" in capsys.readouterr().err
 
 
-def test_quick_demo_end_to_end(tmp_path):
-    out = _run("-m", "hpa_ray", "demo", "--quick", "--out", str(tmp_path / "demo"))
+def test_quick_demo_end_to_end(quick_demo):
+    out, demo = quick_demo
     assert out.returncode == 0, out.stderr[-3000:]
     assert "demo finished" in out.stdout and "submission valid" in out.stdout
-    manifest = pd.read_parquet(tmp_path / "demo" / "segment" / "train" / "images.parquet")
+    manifest = pd.read_parquet(demo / "segment" / "train" / "images.parquet")
     assert (manifest.status == "ok").all() and manifest.n_cells.sum() > 0
     for k in (0, 1):
-        assert (tmp_path / "demo" / "runs" / "demo" / f"fold-{k}" / "best" / "model.pt").exists()
-    assert (tmp_path / "demo" / "runs" / "search" / "best_config.yaml").exists()
-    scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
+        assert (demo / "runs" / "demo" / f"fold-{k}" / "best" / "model.pt").exists()
+    assert (demo / "runs" / "search" / "best_config.yaml").exists()
+    scores = json.loads((demo / "evaluation.json").read_text())
     assert 0 <= scores["mAP"] <= 1 and 0 <= scores["prior_mAP"] <= 1 and "per_class_ap" in scores
-    assert (tmp_path / "demo" / "report" / "index.html").exists() and "report →" in out.stdout
-    submission = pd.read_csv(tmp_path / "demo" / "submission.csv")
-    assert len(submission) == len(pd.read_csv(tmp_path / "demo" / "data" / "test" / "labels.csv"))
+    assert (demo / "report" / "index.html").exists() and "report →" in out.stdout
+    submission = pd.read_csv(demo / "submission.csv")
+    assert len(submission) == len(pd.read_csv(demo / "data" / "test" / "labels.csv"))
     # The console: a few lines per step; the frameworks' own lines in the log file it names.
     console = out.stdout.splitlines() + out.stderr.splitlines()
-    log = tmp_path / "demo" / "logs" / "demo.log"
+    log = demo / "logs" / "demo.log"
     assert len(console) < 150, "\n".join(console)
     assert "epoch 2/2" in out.stdout and "fold 1" in out.stdout and str(log) in out.stdout
     assert log.stat().st_size > 0 and "Reporting training result" not in out.stdout + out.stderr
