@@ -46,7 +46,8 @@ def make_data(root: Path) -> None:
     data = generate(root / "synth", 6, 7, SynthConfig(size=1024))
     run_segment(data / "images", root / "seg", SegmentConfig(crop_size=32), data / "labels.csv")
     ids, y = read_label_matrix(data / "labels.csv")
-    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=2))}).to_csv(root / "folds.csv", index=False)
+    folds = pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=2))})
+    folds.to_csv(root / "folds.csv", index=False)
 
 
 def one_fit(checkout: Path, root: Path, epochs: int) -> float:
