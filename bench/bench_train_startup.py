@@ -3,7 +3,8 @@
 Small data (synthetic 1024² images, 32² crops, model `tiny`): the time is start-up (the fold's
 datasets, Ray Train's controller and worker group), the epochs' reporting, and shut-down, not
 the model. Each round runs `fit_fold` in a fresh process per checkout, alternating, so both see
-the same machine; a fresh process pays what a Tune trial pays (its actor is one).
+the same machine; a fresh process pays the imports and first Ray Data calls a Tune trial's actor
+pays, and on top starts its local Ray (the same for both sides).
 
     python bench/bench_train_startup.py BEFORE_CHECKOUT AFTER_CHECKOUT [--rounds 3] [--epochs 3]
         [--json docs/results/train_startup_cpu.json]
@@ -52,7 +53,8 @@ def make_data(root: Path) -> None:
 
 def one_fit(checkout: Path, root: Path, epochs: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(checkout), "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
+    for name in ("RAY_ADDRESS", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"):  # each checkout's own settings
+        env.pop(name, None)
     out = subprocess.run([sys.executable, "-c", CHILD, str(root), str(epochs)], cwd=checkout, env=env,
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     if out.returncode != 0:

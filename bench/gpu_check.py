@@ -325,14 +325,11 @@ def step_demo(size: Size, work: Path) -> dict:
     model = "efficientnet-b2" if _cuda() else "tiny"
     start = time.perf_counter()
     outputs = run_demo(work / "demo", seed=0, quick=quick, model=model)
-    return demo_result(Path(outputs["evaluation"]), model, quick, time.perf_counter() - start)
-
-
-def demo_result(evaluation: Path, model: str, quick: bool, wall_s: float) -> dict:
-    """The demo step's record, from the demo's evaluation.json."""
-    scores = json.loads(evaluation.read_text())
-    return {"model": model, "quick": quick, "wall_s": wall_s, "mAP": scores["mAP"],
-            "prior_mAP": scores["prior_mAP"], "per_class_ap": scores.get("per_class_ap", {})}  # fmt: skip
+    seconds = time.perf_counter() - start
+    scores = json.loads(Path(outputs["evaluation"]).read_text())
+    per_class = scores.get("per_class_ap", {})
+    return {"model": model, "quick": quick, "wall_s": seconds, "mAP": scores["mAP"],
+            "prior_mAP": scores["prior_mAP"], "per_class_ap": per_class}  # fmt: skip
 
 
 def run_step(name: str, size_name: str, work: Path, result_path: Path) -> int:

@@ -1,7 +1,8 @@
 """Bags: an image's cells, taken together (the `bag` training method).
 
-Cells stay one row per cell in Parquet; a bag is only a step of the training input: Ray Data
-groups a fold's cells by image (`image_bags`: one row per image), and the workers' batch
+Cells stay one row per cell in Parquet; a bag is only a step of the training input: a fold's
+cells are grouped by image (`image_bags`: one row per image; by Ray Data, or by the fold's own
+process when they are few, `train_data.fold_datasets`), and the workers' batch
 collation (`collate_bags`) draws each bag's cells (`sample_bags`), pads and masks them.
 """
 
@@ -64,12 +65,12 @@ def image_bags(table):
     }, schema=image_bags_schema(table.schema))  # fmt: skip
 
 
-def image_bags_schema(cells):
-    """The columns of `image_bags`' rows, for cells of the pyarrow schema `cells`."""
+def image_bags_schema(cells_schema):
+    """The columns of `image_bags`' rows, for cells of the pyarrow schema `cells_schema`."""
     import pyarrow as pa
 
-    return pa.schema([cells.field("image_id"), ("crops", pa.large_binary()), ("n_cells", pa.int32()),
-                      ("side", pa.int32()), cells.field("labels")])  # fmt: skip
+    return pa.schema([cells_schema.field("image_id"), ("crops", pa.large_binary()), ("n_cells", pa.int32()),
+                      ("side", pa.int32()), cells_schema.field("labels")])  # fmt: skip
 
 
 def collate_bags(batch: dict, bag_size: int | None, augment: bool, image_size: int | None = None,

@@ -150,75 +150,94 @@ def check_segment_config(cells_dir: str) -> None:
         raise DataError(f"the cells' segment config is not usable: {exc}") from None
 
 
+TRAINING_COLUMNS = ["image_id", "crop", "labels"]
+# Cached cells up to this many crop bytes (all cells under cells_dir) are read by the calling
+# process: a Ray Data job per split costs seconds of task start-up (more in a fresh process) for
+# data that one pyarrow read takes a fraction of a second over. A fold's process holds two to
+# three times its cells while it hands them to the object store: a few folds at once fit a laptop.
+IN_PROCESS_MAX_BYTES = 256 * 2**20
+BLOCK_BYTES = 16 * 2**20  # cells read in process go to the object store in blocks of about this
+
+
+def cells_dataset(cells_dir: str):
+    """A pyarrow Dataset over the *.parquet parts under cells_dir: what Ray Data's reader and
+    `check_cells` see (not, say, an interrupted write's `.tmp` file)."""
+    import pyarrow.dataset as pads
+
+    fs, _ = storage.resolve(cells_dir)
+    paths = [storage.resolve(part.path)[1] for part in storage.list_files(cells_dir, "*.parquet", recursive=True)]
+    return pads.dataset(paths, format="parquet", filesystem=fs)
+
+
 def crops_bytes(cells_dir: str) -> int:
     """Bytes of every crop under cells_dir, from the Parquet metadata (nothing is read)."""
-    dataset = storage.parquet_dataset(cells_dir)
+    dataset = cells_dataset(cells_dir)
     return dataset.count_rows() * dataset.schema.field("crop").type.byte_width
 
 
-TRAINING_COLUMNS = ["image_id", "crop", "labels"]
-# A fold's cached cells are read in the calling process below this many crop bytes: two Ray Data
-# jobs (several seconds of task start-up each, the first in a fresh process longer) for data
-# that one pyarrow read takes a fraction of a second over. Each concurrent fold holds its copy
-# while it puts it in the object store: a few folds at once stay within a laptop's memory.
-READ_HERE_BYTES = 256 * 2**20
-
-
 def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = False, bags: bool = False,
-                  seed: int | None = None, read_here_bytes: int = READ_HERE_BYTES):  # fmt: skip
+                  seed: int | None = None, in_process_max_bytes: int = IN_PROCESS_MAX_BYTES):  # fmt: skip
     """(train, val) Ray Datasets for one fold: images of `fold` validate, the others train.
 
     cache: read and split the cells once and keep the fold's crops in the object store (without
     it, each epoch lists, reads and filters the Parquet again). Rows stay cells (image_id, crop,
     labels): the worker's batch collation augments them (`CellCollate`).
-    bags: one row per image (`hpa_ray.bags.image_bags`: its cells grouped by Ray Data, or here); the
-    worker's batch collation draws the bags and augments (`hpa_ray.bags.collate_bags`).
+    bags: one row per image (`hpa_ray.bags.image_bags`); the worker's batch collation draws the
+    bags and augments (`hpa_ray.bags.collate_bags`).
     seed: the training blocks' order each epoch follows it (None: unseeded).
-    read_here_bytes: cached cells up to this many crop bytes are read by this process, not by
-    Ray Data tasks (`READ_HERE_BYTES`); the datasets hold the same rows either way.
+    in_process_max_bytes: when caching, and all crops under cells_dir come to at most this, this
+    process reads and groups them (`IN_PROCESS_MAX_BYTES`), else Ray Data tasks do; the
+    datasets hold the same rows either way.
     """
     import ray
 
     if fold not in set(folds.fold):
         raise DataError(f"fold {fold} is not in the folds file (folds: {sorted(set(folds.fold))})")
-    splits = ((folds.image_id[folds.fold != fold], True), (folds.image_id[folds.fold == fold], False))
-    read_here = cache and crops_bytes(cells_dir) <= read_here_bytes
-    cells = None if read_here else ray.data.read_parquet(cells_dir, columns=TRAINING_COLUMNS)
+    id_sets = [pa.array(folds.image_id[folds.fold != fold].tolist()),
+               pa.array(folds.image_id[folds.fold == fold].tolist())]  # fmt: skip
+    if cache and crops_bytes(cells_dir) <= in_process_max_bytes:
+        train, val = (ray.data.from_arrow(blocks) for blocks in _read_here(cells_dir, id_sets, bags))
+    else:
+        cells = ray.data.read_parquet(cells_dir, columns=TRAINING_COLUMNS)
+        train, val = (_read_by_ray_data(cells, ids, bags, cache) for ids in id_sets)
+    # Training blocks in a new order each epoch (the workers' shuffle buffer mixes within).
+    return train.randomize_block_order(seed=seed), val
+
+
+def _read_by_ray_data(cells, image_ids: pa.Array, bags: bool, cache: bool):
+    ds = cells.map_batches(_select, fn_kwargs={"image_ids": image_ids}, batch_format="pyarrow")
+    if bags:
+        ds = ds.groupby("image_id").map_groups(image_bags, batch_format="pyarrow")
+    return ds.materialize() if cache else ds
+
+
+def _read_here(cells_dir: str, id_sets: list[pa.Array], bags: bool) -> list[list[pa.Table]]:
+    """Each id set's cells (bags: one `image_bags` row per image) as blocks of about BLOCK_BYTES;
+    every Parquet part is read once, by this process."""
+    dataset = cells_dataset(cells_dir)
+    parts = [part.to_table(columns=TRAINING_COLUMNS) for part in dataset.get_fragments()]
+    empty = dataset.schema.empty_table().select(TRAINING_COLUMNS)
     out = []
-    for ids, training in splits:
-        image_ids = pa.array(ids.tolist())
-        if read_here:
-            ds = ray.data.from_arrow(_read_blocks(cells_dir, image_ids, bags))
-        else:
-            ds = cells.map_batches(_select, fn_kwargs={"image_ids": image_ids}, batch_format="pyarrow")
-            if bags:
-                ds = ds.groupby("image_id").map_groups(image_bags, batch_format="pyarrow")
-            if cache:
-                ds = ds.materialize()
-        if training:  # blocks in a new order each epoch (the workers' shuffle buffer mixes within)
-            ds = ds.randomize_block_order(seed=seed)
-        out.append(ds)
-    return tuple(out)
+    for ids in id_sets:
+        cells = pa.concat_tables([empty, *(_select(part, ids) for part in parts)])
+        out.append(_blocks(_bags_of(cells) if bags else cells))
+    return out
 
 
-def _read_blocks(cells_dir: str, image_ids: pa.Array, bags: bool) -> list[pa.Table]:
-    """The cells of `image_ids` read here, a block per Parquet part as Ray Data reads them (the
-    epochs shuffle block order); bags: one row per image (`image_bags`), as many blocks."""
-    dataset = storage.parquet_dataset(cells_dir)
-    blocks = [_select(part.to_table(columns=TRAINING_COLUMNS), image_ids) for part in dataset.get_fragments()]
-    blocks = [b for b in blocks if b.num_rows] or [dataset.schema.empty_table().select(TRAINING_COLUMNS)]
-    if not bags:
-        return blocks
-    cells = pa.concat_tables(blocks)
-    cells = cells.take(pc.sort_indices(cells, [("image_id", "ascending")]))
+def _bags_of(cells: pa.Table) -> pa.Table:
+    """Cells (image_id, crop, labels) → one `image_bags` row per image, cells in their order."""
+    cells = cells.take(pc.sort_indices(cells, [("image_id", "ascending")]))  # a stable sort
     ids = cells.column("image_id").to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], int)
     ends = np.r_[starts[1:], len(ids)]
-    images = [image_bags(cells.slice(a, b - a)) for a, b in zip(starts, ends)]
-    if not images:
-        return [image_bags_schema(cells.schema).empty_table()]
-    chunks = np.array_split(np.arange(len(images)), min(len(blocks), len(images)))
-    return [pa.concat_tables([images[i] for i in chunk]) for chunk in chunks]
+    bags = [image_bags(cells.slice(a, b - a)) for a, b in zip(starts, ends)]
+    return pa.concat_tables([image_bags_schema(cells.schema).empty_table(), *bags])
+
+
+def _blocks(table: pa.Table) -> list[pa.Table]:
+    n = max(1, min(table.num_rows, -(-table.nbytes // BLOCK_BYTES)))
+    bounds = np.linspace(0, table.num_rows, n + 1).astype(int)
+    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def normalise(crops, mean, std):

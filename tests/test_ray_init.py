@@ -111,9 +111,16 @@ def test_a_quiet_cli_stops_its_ray_at_the_end_monitor_included(tmp_path):
 
 
 def test_a_local_rays_workers_poll_ray_train_often(ray_local):
-    """Ray Train's controller reads its poll interval from its own process's environment: a
-    local Ray's workers (the controller among them) have the short one (see `_ray.TRAIN_POLL_ENV`)."""
+    """Ray Train's controller reads its poll interval from its own process's environment: an
+    actor started, with env_vars of its own, from inside another actor (as Ray Train starts its
+    controller from a Tune trial) has the local Ray's short interval (`_ray.TRAIN_POLL_ENV`)."""
     from hpa_ray import _ray
 
-    read_env = ray_local.remote(lambda name: os.environ.get(name))
-    assert ray_local.get(read_env.remote(_ray.TRAIN_POLL_ENV)) == _ray.LOCAL_TRAIN_POLL_S
+    @ray_local.remote
+    class Trial:
+        def controller_env(self, name: str) -> str | None:
+            inner = ray_local.remote(lambda: os.environ.get(name))
+            return ray_local.get(inner.options(runtime_env={"env_vars": {"OTHER": "1"}}).remote())
+
+    expected = os.environ.get(_ray.TRAIN_POLL_ENV, _ray.LOCAL_TRAIN_POLL_S)
+    assert ray_local.get(Trial.remote().controller_env.remote(_ray.TRAIN_POLL_ENV)) == expected

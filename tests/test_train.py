@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment
 from hpa_ray.synth import generate
 from hpa_ray.train import fit_fold, main, train_folds
-from hpa_ray.train_data import READ_HERE_BYTES, CellCollate, crops_to_numpy, fold_datasets
+from hpa_ray.train_data import IN_PROCESS_MAX_BYTES, CellCollate, crops_bytes, crops_to_numpy, fold_datasets
 from tests.helpers import KillWorkerOnce, process_group, run_group
 
 CROP = 64
@@ -134,11 +135,14 @@ def test_all_folds_in_parallel_through_tune_and_cli_errors(cells, tmp_path, caps
     assert "unknown key 'epochz'" in capsys.readouterr().err
 
 
-def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells):
+def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells, tmp_path):
     folds = pd.read_csv(cells["folds"])
+    # An interrupted write's leftover beside the parts (a copy of one): no reader takes it.
+    cells_dir = shutil.copytree(cells["cells"], tmp_path / "cells")
+    shutil.copy(next(cells_dir.glob("*.parquet")), cells_dir / "part-x.parquet.123-ab.tmp")
 
-    def passes(cache: bool, augment: bool, n: int = 2, read_here_bytes: int = READ_HERE_BYTES) -> list[np.ndarray]:
-        train, _ = fold_datasets(str(cells["cells"]), folds, 0, cache=cache, read_here_bytes=read_here_bytes)
+    def passes(cache: bool, augment: bool, n: int = 2, in_process_max_bytes=IN_PROCESS_MAX_BYTES) -> list[np.ndarray]:
+        train, _ = fold_datasets(str(cells_dir), folds, 0, cache=cache, in_process_max_bytes=in_process_max_bytes)
         collate = CellCollate(None, augment)  # what the training worker's batches go through
         return [np.concatenate([b["crop"].numpy() for b in train.iter_torch_batches(batch_size=64, collate_fn=collate)])
                 for _ in range(n)]  # fmt: skip
@@ -146,28 +150,30 @@ def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells):
     def by_content(crops: np.ndarray) -> np.ndarray:
         return crops[np.argsort([hash(c.tobytes()) for c in crops])]
 
-    # Cached: read here (small cells, this fixture's) or by Ray Data tasks (read_here_bytes=0).
+    # Cached: read by this process (this fixture's cells are few) or by Ray Data tasks.
+    assert crops_bytes(str(cells_dir)) <= IN_PROCESS_MAX_BYTES
     plain, cached = passes(False, False, 1)[0], passes(True, False, 1)[0]
-    by_ray_data = passes(True, False, 1, read_here_bytes=0)[0]
+    by_ray_data = passes(True, False, 1, in_process_max_bytes=0)[0]
     assert len(plain) == len(cached) > 0 and np.array_equal(by_content(plain), by_content(cached))
     assert np.array_equal(by_content(plain), by_content(by_ray_data))
     first, second = passes(True, True)
     assert first.shape == second.shape and not np.array_equal(by_content(first), by_content(second))
 
 
-def test_bags_read_here_are_the_bags_ray_data_groups(cells):
-    """One row per image, its cells in the same order, whether the fold's cells are read here
-    or grouped by a Ray Data shuffle; validation bags are the fold's images."""
+def test_bags_grouped_by_the_folds_process_are_the_bags_ray_data_groups(cells):
+    """One row per image, its cells in the same order, whether the fold's process groups the
+    cells (few, as here) or a Ray Data shuffle does; validation bags are the fold's images."""
     folds = pd.read_csv(cells["folds"])
 
-    def bags(read_here_bytes: int) -> list[tuple]:
+    def bags(in_process_max_bytes: int) -> list[tuple]:
         train, val = fold_datasets(str(cells["cells"]), folds, 0, cache=True, bags=True,
-                                   read_here_bytes=read_here_bytes)  # fmt: skip
+                                   in_process_max_bytes=in_process_max_bytes)  # fmt: skip
         rows = lambda ds: sorted((r["image_id"], r["n_cells"], r["side"], bytes(r["crops"]), tuple(r["labels"]))  # noqa: E731
                                  for r in ds.take_all())  # fmt: skip
         return rows(train), rows(val)
 
-    (train, val), (train_ray, val_ray) = bags(READ_HERE_BYTES), bags(0)
+    assert crops_bytes(str(cells["cells"])) <= IN_PROCESS_MAX_BYTES
+    (train, val), (train_ray, val_ray) = bags(IN_PROCESS_MAX_BYTES), bags(0)
     assert train == train_ray and val == val_ray
     assert {row[0] for row in val} <= set(folds.image_id[folds.fold == 0]) and len(val) > 0
     assert len({row[0] for row in train}) == len(train) > 0
