@@ -190,10 +190,13 @@ def write_parquet(path: StrPath, table: pa.Table) -> str:
 
 
 def parquet_dataset(path: StrPath):
-    """A pyarrow Dataset over a Parquet file or directory (nothing is read yet)."""
+    """A pyarrow Dataset over a Parquet file, or over the *.parquet files under a directory as
+    Ray Data reads it (not an interrupted write's `.tmp` beside them); nothing is read yet."""
     import pyarrow.dataset as pads
 
     fs, inner = resolve(path)
+    if is_dir(path):
+        inner = [resolve(entry.path)[1] for entry in list_files(path, "*.parquet", recursive=True)]
     return pads.dataset(inner, format="parquet", filesystem=fs)
 
 

@@ -159,19 +159,12 @@ IN_PROCESS_MAX_BYTES = 256 * 2**20
 BLOCK_BYTES = 16 * 2**20  # cells read in process go to the object store in blocks of about this
 
 
-def cells_dataset(cells_dir: str):
-    """A pyarrow Dataset over the *.parquet parts under cells_dir: what Ray Data's reader and
-    `check_cells` see (not, say, an interrupted write's `.tmp` file)."""
-    import pyarrow.dataset as pads
-
-    fs, _ = storage.resolve(cells_dir)
-    paths = [storage.resolve(part.path)[1] for part in storage.list_files(cells_dir, "*.parquet", recursive=True)]
-    return pads.dataset(paths, format="parquet", filesystem=fs)
-
-
 def crops_bytes(cells_dir: str) -> int:
     """Bytes of every crop under cells_dir, from the Parquet metadata (nothing is read)."""
-    dataset = cells_dataset(cells_dir)
+    return _crops_bytes(storage.parquet_dataset(cells_dir))
+
+
+def _crops_bytes(dataset) -> int:
     return dataset.count_rows() * dataset.schema.field("crop").type.byte_width
 
 
@@ -195,8 +188,9 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = 
         raise DataError(f"fold {fold} is not in the folds file (folds: {sorted(set(folds.fold))})")
     id_sets = [pa.array(folds.image_id[folds.fold != fold].tolist()),
                pa.array(folds.image_id[folds.fold == fold].tolist())]  # fmt: skip
-    if cache and crops_bytes(cells_dir) <= in_process_max_bytes:
-        train, val = (ray.data.from_arrow(blocks) for blocks in _read_here(cells_dir, id_sets, bags))
+    dataset = storage.parquet_dataset(cells_dir) if cache else None
+    if cache and _crops_bytes(dataset) <= in_process_max_bytes:
+        train, val = (ray.data.from_arrow(blocks) for blocks in _read_here(dataset, id_sets, bags))
     else:
         cells = ray.data.read_parquet(cells_dir, columns=TRAINING_COLUMNS)
         train, val = (_read_by_ray_data(cells, ids, bags, cache) for ids in id_sets)
@@ -211,10 +205,9 @@ def _read_by_ray_data(cells, image_ids: pa.Array, bags: bool, cache: bool):
     return ds.materialize() if cache else ds
 
 
-def _read_here(cells_dir: str, id_sets: list[pa.Array], bags: bool) -> list[list[pa.Table]]:
+def _read_here(dataset, id_sets: list[pa.Array], bags: bool) -> list[list[pa.Table]]:
     """Each id set's cells (bags: one `image_bags` row per image) as blocks of about BLOCK_BYTES;
-    every Parquet part is read once, by this process."""
-    dataset = cells_dataset(cells_dir)
+    every Parquet part of the pyarrow `dataset` is read once, by this process."""
     parts = [part.to_table(columns=TRAINING_COLUMNS) for part in dataset.get_fragments()]
     empty = dataset.schema.empty_table().select(TRAINING_COLUMNS)
     out = []

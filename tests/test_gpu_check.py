@@ -51,8 +51,9 @@ def test_every_step_writes_every_field_and_a_failed_step_does_not_stop_the_rest(
     # The first step is made to fail (GPU_CHECK_FAIL_STEP): its error is recorded and every
     # later step still runs (one run of the script for both checks: each costs minutes here).
     # The demo step's run is the quick demo's (test_cli): its record is checked below on that run.
-    assert set(FIELDS) == set(_gpu_check().STEPS), "every step's fields are listed here"
-    steps = ",".join(step for step in _gpu_check().STEPS if step != "demo")
+    all_steps = _gpu_check().STEPS
+    assert set(FIELDS) == set(all_steps), "every step's fields are listed here"
+    steps = ",".join(step for step in all_steps if step != "demo")
     report = _run(tmp_path / "out", "--budget", "1400", "--steps", steps, env={"GPU_CHECK_FAIL_STEP": "pytest_gpu"})
     assert report["machine"]["cpus"] >= 1 and report["machine"]["ray"]
     failed = report["steps"]["pytest_gpu"]
