@@ -8,8 +8,10 @@ Scores are F1 of one-to-one cell matching at IoU >= 0.6 (the task's threshold):
   on three real images (pooled F1; ties go to the grid point nearest the defaults), the fourth
   scored with what was fitted; with `adapt_to_nucleus_size` the reference nucleus radius is
   fitted too (the median of the three images' estimates);
+- real images changed as other HPA images differ: magnification, a crowded or sparse field,
+  dim, uneven illumination (a ramp either way, a vignette);
 - synthetic variants (hpa_ray.synth, their truth known): density, nucleus size (magnification),
-  brightness, uneven illumination, 2048 vs 3072 px; several seeds, two images per seed.
+  brightness, 2048 vs 3072 px; several seeds, two images per seed.
 
     python bench/seg_quality.py --seeds 0 1 2 --out docs/results/seg_quality.json
 """
@@ -77,10 +79,20 @@ def _zoom(image: np.ndarray, truth: np.ndarray, factor: float) -> tuple[np.ndarr
     return zoomed, cv2.resize(truth.astype(np.int32), size, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def _gain(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Illumination falling from `high` (right) to `low` (left)."""
-    ramp = np.linspace(low, high, image.shape[2], dtype=np.float32)[None, None, :]
+def _gain(image: np.ndarray, low: float, high: float, axis: int = 2) -> np.ndarray:
+    """Illumination falling from `high` (right; bottom for axis 1) to `low` (left; top)."""
+    shape = [1, 1, 1]
+    shape[axis] = image.shape[axis]
+    ramp = np.linspace(low, high, image.shape[axis], dtype=np.float32).reshape(shape)
     return np.clip(image * ramp, 0, 255).astype(np.uint8)
+
+
+def _vignette(image: np.ndarray, corner: float) -> np.ndarray:
+    """Illumination falling with the squared distance from the centre to `corner` at the corners."""
+    h, w = image.shape[1:]
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / ((h / 2) ** 2 + (w / 2) ** 2)
+    return np.clip(image * (1 - (1 - corner) * r2)[None], 0, 255).astype(np.uint8)
 
 
 def _sparse(image: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +137,11 @@ REAL_VARIANTS: dict[str, Callable[[list[Item], int], list[Item]]] = {
     ],
     "dim (x0.4)": lambda items, seed: [(n, _gain(i, 0.4, 0.4), t) for n, i, t in items],
     "uneven (x0.3 .. x1.0)": lambda items, seed: [(n, _gain(i, 0.3, 1.0), t) for n, i, t in items],
+    # Added to check `follow_illumination` on illumination other than the ramp it was built on.
+    "uneven, top to bottom (x0.25 .. x1.0)": lambda items, seed: [
+        (n, _gain(i, 0.25, 1.0, axis=1), t) for n, i, t in items
+    ],
+    "vignette (corners x0.35)": lambda items, seed: [(n, _vignette(i, 0.35), t) for n, i, t in items],
 }
 
 # Synthetic images (hpa_ray.synth): name → (image side, synth overrides, zoom).
@@ -190,10 +207,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--configs", nargs="+", help="run only these of the configurations")
     args = parser.parse_args()
-    before = {"merge_lobes": False, "nucleus_split_h": 16.0}
+    before = {"merge_lobes": False, "nucleus_split_h": 16.0, "follow_illumination": False}
     configs = {"absolute (before)": ClassicalConfig(adapt_to_nucleus_size=False, **before),
                "nucleus-relative": ClassicalConfig(**before),
-               "nucleus-relative + lobe merging": ClassicalConfig()}  # fmt: skip
+               "nucleus-relative + lobe merging": ClassicalConfig(follow_illumination=False),
+               "+ thresholds following illumination": ClassicalConfig()}  # fmt: skip
     if args.configs:
         configs = {k: v for k, v in configs.items() if k in args.configs}
     real = real_items(args.shared)

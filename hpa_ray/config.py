@@ -193,6 +193,11 @@ class ClassicalConfig(_Section):
     green_weight: float = Field(0.5, ge=0)  # weight of the protein channel in the body signal
     min_cell_area: int = Field(12800, ge=0)  # full-resolution px
     min_signal: float = Field(0.02, ge=0, le=1)  # blue peak below this: no nuclei at all
+    # Uneven illumination: a nucleus's threshold scales with its peak / the typical peak, a
+    # cell's foreground level with the body signal over its nucleus / the typical one: never
+    # raised, never below illumination_floor × the image's level (see classical._lit_objects).
+    follow_illumination: bool = True
+    illumination_floor: float = Field(0.3, gt=0, le=1)
     # The pixel values above (sigmas, split height, areas) are for nuclei of this radius; with
     # adapt_to_nucleus_size each image's typical nucleus radius r is estimated and they scale
     # by k = r / reference (lengths ×k, areas ×k², k within 1/3..3) when r is beyond ×/÷

@@ -78,6 +78,45 @@ def test_classical_holds_at_another_magnification(shared_data):
     assert scores[True] >= 0.88 and scores[True] > scores[False], scores
 
 
+def _lit(image: np.ndarray, kind: str) -> np.ndarray:
+    """(4, H, W) uint8 under uneven illumination: a ramp ×0.25 → ×1 left to right, or a
+    vignette falling to ×0.35 at the corners."""
+    h, w = image.shape[1:]
+    if kind == "ramp":
+        gain = np.broadcast_to(np.linspace(0.25, 1.0, w, dtype=np.float32), (h, w))
+    else:
+        yy, xx = np.mgrid[:h, :w].astype(np.float32)
+        gain = 1 - 0.65 * ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / ((h / 2) ** 2 + (w / 2) ** 2)
+    return np.clip(image * gain[None], 0, 255).astype(np.uint8)
+
+
+def _pooled_f1(cfg: SegmentConfig, items: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    counts = sum(np.array(match_cells(_segment(cfg, image), truth)) for image, truth in items)
+    return 2 * counts[0] / (counts[1] + counts[2])
+
+
+def test_dimly_lit_cells_are_found_when_thresholds_follow_the_illumination():
+    """Synthetic fields (truth known) under a ramp of light: a global threshold loses the dim
+    side's nuclei and shrinks its cells; following the illumination keeps them."""
+    rng = np.random.default_rng(5)
+    fields = [make_image(2048, SynthConfig(size=2048), rng) for _ in range(3)]
+    items = [(_lit(s.image, "ramp"), s.cells) for s in fields]
+    follow, fixed = (SegmentConfig(classical=ClassicalConfig(follow_illumination=on)) for on in (True, False))
+    assert _pooled_f1(follow, items) >= 0.95
+    assert _pooled_f1(follow, items) > _pooled_f1(fixed, items)
+
+
+@pytest.mark.parametrize("kind", ["ramp", "vignette"])
+def test_real_images_under_uneven_light_keep_their_cells(shared_data, kind):
+    """The four real images under a ramp ×0.25 → ×1 or a vignette: F1 ≥ 0.88 (the bar for
+    real images the parameters were not fitted on; 0.899 and 0.954 at this writing, 0.954
+    evenly lit), above the global thresholds' (0.835, 0.916)."""
+    lit = [(_lit(image, kind), truth) for image, truth in (_real(image_id) for image_id in real_image_ids())]
+    follow = _pooled_f1(SegmentConfig(), lit)
+    fixed = _pooled_f1(SegmentConfig(classical=ClassicalConfig(follow_illumination=False)), lit)
+    assert follow >= 0.88 and follow > fixed, (follow, fixed)
+
+
 def _blue(image: np.ndarray, scale: float = 0.25) -> np.ndarray:
     return downscale(image[2:3], scale)[0].astype(np.float32) / 255.0
 

@@ -40,6 +40,14 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigmaX=max(sigma, 0.1))
 
 
+def _per_label(statistic, values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """statistic: ndi.maximum / ndi.median; values, labels: (h, w) → (labels.max(),) the
+    statistic of `values` over each label 1..n. Only labelled pixels are passed: scipy sorts
+    all it is given, and the background is most of an image."""
+    inside = labels > 0
+    return np.asarray(statistic(values[inside], labels[inside], np.arange(1, labels.max() + 1)), np.float64)
+
+
 def nucleus_radius(blue: np.ndarray, scale: float) -> tuple[float, int]:
     """blue: (h, w) float32 in [0, 1] at `scale` of the full resolution → (typical nucleus
     radius in full-resolution px, number of blue objects measured; 0 when there are none).
@@ -54,7 +62,7 @@ def nucleus_radius(blue: np.ndarray, scale: float) -> tuple[float, int]:
     objects, n = ndi.label(mask)
     if n == 0:
         return 0.0, 0
-    peaks = np.asarray(ndi.maximum(ndi.distance_transform_edt(mask), objects, np.arange(1, n + 1)))
+    peaks = _per_label(ndi.maximum, ndi.distance_transform_edt(mask), objects)
     areas = np.bincount(objects.ravel())[1:]
     order = np.argsort(peaks)
     cumulative = np.cumsum(areas[order])
@@ -94,7 +102,10 @@ def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
     if smooth.max() < p.min_signal:
         return np.zeros(blue.shape, np.int32)
     threshold = max(filters.threshold_otsu(smooth) * p.nucleus_threshold, p.min_signal)
-    mask = ndi.binary_fill_holes(smooth > threshold)
+    if p.follow_illumination:
+        mask = ndi.binary_fill_holes(_lit_objects(smooth, threshold, p))
+    else:
+        mask = ndi.binary_fill_holes(smooth > threshold)
     # Split touching nuclei at saddles of the distance map deeper than split_h.
     dist = _blur(ndi.distance_transform_edt(mask).astype(np.float32), 1.0)
     peaks = measure.label(morphology.h_maxima(dist, p.nucleus_split_h * p.scale))
@@ -102,6 +113,34 @@ def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
     if p.merge_lobes:
         nuclei = merge_lobes(nuclei, smooth, p)
     return drop_small(nuclei, p.min_nucleus_area * area_scale).astype(np.int32)
+
+
+def _dimmed(threshold: float, levels: np.ndarray, typical: float, floor: float) -> np.ndarray:
+    """(n,) object levels → (n + 1,) thresholds indexed by label (0: background, never
+    above): `threshold` × each object's level / the typical level, held to floor..1."""
+    return np.concatenate([[np.inf], threshold * np.clip(levels / max(typical, 1e-6), floor, 1.0)])
+
+
+def _lit_objects(smooth: np.ndarray, threshold: float, p: ClassicalConfig) -> np.ndarray:
+    """smooth: (h, w) float32 blue; threshold: the image's nucleus level → (h, w) bool.
+
+    A global level loses the nuclei of a dimly lit part of the field (uneven illumination:
+    vignetting, a tilted slide). Every object above `illumination_floor` × the threshold
+    gets the threshold scaled by its peak / the typical peak (the area-weighted median of the
+    objects reaching it); bright objects keep the global level.
+    """
+    objects, n = ndi.label(smooth > max(threshold * p.illumination_floor, p.min_signal))
+    if n == 0:
+        return smooth > threshold
+    peaks = _per_label(ndi.maximum, smooth, objects)
+    reaching = peaks > threshold
+    if not reaching.any():
+        return smooth > threshold
+    areas = np.bincount(objects.ravel(), minlength=n + 1)[1:][reaching]
+    order = np.argsort(peaks[reaching])
+    cumulative = np.cumsum(areas[order])
+    typical = peaks[reaching][order][np.searchsorted(cumulative, cumulative[-1] / 2)]
+    return smooth > _dimmed(threshold, peaks, typical, p.illumination_floor)[objects]
 
 
 def _touching_pairs(labels: np.ndarray, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +174,7 @@ def merge_lobes(nuclei: np.ndarray, smooth_blue: np.ndarray, p: ClassicalConfig)
     pairs, border = _touching_pairs(nuclei, smooth_blue)
     if len(pairs) == 0:
         return nuclei
-    medians = np.zeros(nuclei.max() + 1)
-    medians[1:] = ndi.median(smooth_blue, nuclei, np.arange(1, nuclei.max() + 1))
+    medians = np.concatenate([[0.0], _per_label(ndi.median, smooth_blue, nuclei)])
     low = np.minimum(medians[pairs[:, 0]], medians[pairs[:, 1]])
     high = np.maximum(medians[pairs[:, 0]], medians[pairs[:, 1]])
     join = (border >= p.merge_valley * low) & (low >= p.merge_contrast * high)
@@ -154,7 +192,8 @@ def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
     The config's pixel sizes are scaled to this image's nuclei first (`size_factor`).
 
     Every cell grows from one nucleus over the smoothed cell-body signal (microtubules + ER +
-    part of the protein + nucleus), inside a foreground set at a fraction of its Otsu level.
+    part of the protein + nucleus), inside a foreground set at a fraction of its Otsu level
+    (with `follow_illumination`, lowered for a cell whose nucleus lies in a dim part).
     """
     raw = raw.astype(np.float32) / 255.0
     p = size_adapted(p, size_factor(raw[_B], p))
@@ -163,6 +202,16 @@ def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
         return nuclei
     body = raw[_R] + raw[_Y] + p.green_weight * raw[_G] + _blur(raw[_B], p.nucleus_sigma * p.scale)
     body = _blur(body, p.body_sigma * p.scale)
-    foreground = ndi.binary_fill_holes((body > filters.threshold_otsu(body) * p.cell_threshold) | (nuclei > 0))
+    threshold = filters.threshold_otsu(body) * p.cell_threshold
+    if p.follow_illumination:
+        # Each cell's foreground level scales with the body signal over its own nucleus
+        # (never raised): grow all cells over the lowest level, then cut each at its own.
+        levels = _per_label(ndi.median, body, nuclei)
+        per_cell = _dimmed(threshold, levels, float(np.median(levels)), p.illumination_floor)
+        cells = segmentation.watershed(-body, nuclei, mask=(body > per_cell[1:].min()) | (nuclei > 0))
+        foreground = (body > per_cell[cells]) | (nuclei > 0)
+    else:
+        foreground = body > threshold
+    foreground = ndi.binary_fill_holes(foreground | (nuclei > 0))
     cells = segmentation.watershed(-body, nuclei, mask=foreground)
     return drop_small(cells, p.min_cell_area * p.scale**2).astype(np.int32)

@@ -1,0 +1,76 @@
+"""The `classical` backend's post-processing (`segment_cells`) per image: this checkout's
+code beside another commit's, in one process, alternating rounds.
+
+Images: the four real 2048² HPA images (../shared/data/hpa-real), prepared once (downscaled
+to `classical.scale`); each round runs both versions over all four. The other commit's
+`hpa_ray/backends/classical.py` is read with `git show` and loaded under another name with
+this checkout's config (which may have more fields than it reads).
+
+    python bench/bench_classical_post.py --before 34f0fea [--rounds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpa_ray.backends import build_preprocess
+from hpa_ray.backends import classical as current
+from hpa_ray.config import ClassicalConfig, SegmentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from seg_quality import SHARED, real_items  # noqa: E402
+
+
+def module_at(ref: str, directory: Path):
+    """hpa_ray/backends/classical.py as of `ref`, loaded as a module of its own."""
+    source = subprocess.run(["git", "show", f"{ref}:hpa_ray/backends/classical.py"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    path = directory / "classical_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("classical_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="the commit to compare with")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    raws = [build_preprocess(SegmentConfig())(image) for _, image, _ in real_items(SHARED)]
+    p = ClassicalConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = {"before": module_at(args.before, Path(tmp)), "now": current}
+        seconds: dict[str, list[float]] = {name: [] for name in versions}
+        for r in range(args.rounds):
+            for name in sorted(versions, reverse=r % 2 == 1):  # alternate which goes first
+                start = time.perf_counter()
+                for raw in raws:
+                    versions[name].segment_cells(raw, p)
+                seconds[name].append((time.perf_counter() - start) / len(raws))
+    ratios = [now / before for now, before in zip(seconds["now"], seconds["before"], strict=True)]
+    result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "before": args.before,
+              "ms_per_image": {k: [round(v * 1000, 1) for v in s] for k, s in seconds.items()},
+              "median_ratio_now_over_before": float(np.median(ratios))}  # fmt: skip
+    for name, s in seconds.items():
+        print(f"{name:6s} {np.median(s) * 1000:6.1f} ms/image (median of {args.rounds} rounds)")
+    print(f"now / before: {result['median_ratio_now_over_before']:.2f} (median of per-round ratios)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
