@@ -191,18 +191,56 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = 
     dataset = storage.parquet_dataset(cells_dir) if cache else None
     if cache and _crops_bytes(dataset) <= in_process_max_bytes:
         train, val = (ray.data.from_arrow(blocks) for blocks in _read_here(dataset, id_sets, bags))
+    elif bags:
+        train, val = _bags_by_ray_data(cells_dir, id_sets, cache)
     else:
         cells = ray.data.read_parquet(cells_dir, columns=TRAINING_COLUMNS)
-        train, val = (_read_by_ray_data(cells, ids, bags, cache) for ids in id_sets)
+        train, val = (_read_by_ray_data(cells, ids, cache) for ids in id_sets)
     # Training blocks in a new order each epoch (the workers' shuffle buffer mixes within).
     return train.randomize_block_order(seed=seed), val
 
 
-def _read_by_ray_data(cells, image_ids: pa.Array, bags: bool, cache: bool):
+def _read_by_ray_data(cells, image_ids: pa.Array, cache: bool):
     ds = cells.map_batches(_select, fn_kwargs={"image_ids": image_ids}, batch_format="pyarrow")
-    if bags:
-        ds = ds.groupby("image_id").map_groups(image_bags, batch_format="pyarrow")
     return ds.materialize() if cache else ds
+
+
+def _bags_by_ray_data(cells_dir: str, id_sets: list[pa.Array], cache: bool) -> list:
+    """Each id set's bags (`image_bags` rows), grouped by Ray Data tasks.
+
+    The segment stage writes all of an image's cells into one Parquet part, so each task reads a
+    few parts and bags their images where it read them: no shuffle of the crops across the
+    cluster (a groupby moves every crop through the object store, once per epoch when not
+    cached). A cells directory with an image spread over parts (not written by `segment`) is
+    grouped by Ray Data's groupby instead.
+    """
+    import ray
+
+    if images_spread_over_parts(cells_dir):
+        cells = ray.data.read_parquet(cells_dir, columns=TRAINING_COLUMNS)
+        bags = (_read_by_ray_data(cells, ids, cache=False).groupby("image_id").map_groups(
+            image_bags, batch_format="pyarrow") for ids in id_sets)  # fmt: skip
+    else:
+        files = [entry.path for entry in storage.list_files(cells_dir, "*.parquet", recursive=True)]
+        tasks = max(1, min(len(files), 4 * int(ray.cluster_resources().get("CPU", 1))))
+        paths = ray.data.from_items([{"path": path} for path in files], override_num_blocks=tasks)
+        bags = (paths.map_batches(_part_bags, fn_kwargs={"image_ids": ids}, batch_size=None, batch_format="pyarrow")
+                for ids in id_sets)  # fmt: skip
+    return [ds.materialize() if cache else ds for ds in bags]
+
+
+def _part_bags(paths: pa.Table, image_ids: pa.Array) -> pa.Table:
+    """paths: a column of Parquet part paths → the `image_bags` rows of their images in image_ids."""
+    cells = pa.concat_tables([_select(storage.parquet_dataset(path).to_table(columns=TRAINING_COLUMNS), image_ids)
+                              for path in paths.column("path").to_pylist()])  # fmt: skip
+    return _bags_of(cells)
+
+
+def images_spread_over_parts(cells_dir: str) -> int:
+    """How many images have cells in more than one Parquet part under cells_dir (only the
+    image_id columns are read)."""
+    parts = storage.parquet_dataset(cells_dir).to_table(columns=["image_id", "__filename"]).to_pandas()
+    return int((parts.groupby("image_id", observed=True)["__filename"].nunique() > 1).sum())
 
 
 def _read_here(dataset, id_sets: list[pa.Array], bags: bool) -> list[list[pa.Table]]:

@@ -24,7 +24,14 @@ from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment
 from hpa_ray.synth import generate
 from hpa_ray.train import fit_fold, main, train_folds
-from hpa_ray.train_data import IN_PROCESS_MAX_BYTES, CellCollate, crops_bytes, crops_to_numpy, fold_datasets
+from hpa_ray.train_data import (
+    IN_PROCESS_MAX_BYTES,
+    CellCollate,
+    crops_bytes,
+    crops_to_numpy,
+    fold_datasets,
+    images_spread_over_parts,
+)
 from tests.helpers import KillWorkerOnce, process_group, run_group
 
 CROP = 64
@@ -160,21 +167,48 @@ def test_cached_fold_data_is_the_same_cells_and_augments_anew_each_epoch(cells, 
     assert first.shape == second.shape and not np.array_equal(by_content(first), by_content(second))
 
 
-def test_bags_grouped_by_the_folds_process_are_the_bags_ray_data_groups(cells):
+def _spread_one_image(cells_dir: Path, out: Path) -> str:
+    """Copy cells_dir to `out`, moving half the cells of an image with several into a Parquet
+    part of their own (a directory not written by `segment`) → that image's id."""
+    out = shutil.copytree(cells_dir, out)
+    for part in sorted(out.glob("*.parquet")):
+        table = pq.read_table(part)
+        ids = table.column("image_id").to_numpy(zero_copy_only=False)
+        image_id = next((i for i in dict.fromkeys(ids) if (ids == i).sum() >= 2), None)
+        if image_id is not None:
+            moved = np.flatnonzero(ids == image_id)[::2]
+            pq.write_table(table.take(moved), out / "part-spread.parquet")
+            pq.write_table(table.take(np.setdiff1d(np.arange(table.num_rows), moved)), part)
+            return str(image_id)
+    raise AssertionError("no image with two cells")
+
+
+def test_bags_are_the_same_whoever_groups_them(cells, tmp_path):
     """One row per image, its cells in the same order, whether the fold's process groups the
-    cells (few, as here) or a Ray Data shuffle does; validation bags are the fold's images."""
+    cells (few, as here), Ray Data tasks group each Parquet part's images (an image's cells are
+    in one part, as `segment` writes them), or, with an image spread over two parts, a Ray Data
+    shuffle does; cached or not. Validation bags are the fold's images."""
     folds = pd.read_csv(cells["folds"])
 
-    def bags(in_process_max_bytes: int) -> list[tuple]:
-        train, val = fold_datasets(str(cells["cells"]), folds, 0, cache=True, bags=True,
+    def bags(cells_dir: Path, in_process_max_bytes: int, cache: bool = True) -> list[tuple]:
+        train, val = fold_datasets(str(cells_dir), folds, 0, cache=cache, bags=True,
                                    in_process_max_bytes=in_process_max_bytes)  # fmt: skip
         rows = lambda ds: sorted((r["image_id"], r["n_cells"], r["side"], bytes(r["crops"]), tuple(r["labels"]))  # noqa: E731
                                  for r in ds.take_all())  # fmt: skip
         return rows(train), rows(val)
 
     assert crops_bytes(str(cells["cells"])) <= IN_PROCESS_MAX_BYTES
-    (train, val), (train_ray, val_ray) = bags(IN_PROCESS_MAX_BYTES), bags(0)
-    assert train == train_ray and val == val_ray
+    spread_id = _spread_one_image(cells["cells"], tmp_path / "spread")
+    assert images_spread_over_parts(str(cells["cells"])) == 0
+    assert images_spread_over_parts(str(tmp_path / "spread")) == 1
+    train, val = bags(cells["cells"], IN_PROCESS_MAX_BYTES)
+    assert (train, val) == bags(cells["cells"], 0) == bags(cells["cells"], 0, cache=False)
+    # Spread: every other bag as it was; the spread image's cells the same, in another order.
+    as_cells = lambda row: (*row[:3], sorted(c.tobytes() for c in np.frombuffer(row[3], np.uint8).reshape(row[1], -1)),  # noqa: E731
+                            row[4])  # fmt: skip
+    for before, after in zip((train, val), bags(tmp_path / "spread", 0), strict=True):
+        assert [r for r in after if r[0] != spread_id] == [r for r in before if r[0] != spread_id]
+        assert [as_cells(r) for r in after if r[0] == spread_id] == [as_cells(r) for r in before if r[0] == spread_id]
     assert {row[0] for row in val} <= set(folds.image_id[folds.fold == 0]) and len(val) > 0
     assert len({row[0] for row in train}) == len(train) > 0
 
