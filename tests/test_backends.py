@@ -10,7 +10,7 @@ from skimage.segmentation import find_boundaries
 from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
 from hpa_ray.backends._common import downscale
 from hpa_ray.backends._standin import save_standin
-from hpa_ray.backends.classical import nucleus_radius, segment_nuclei, size_adapted, size_factor
+from hpa_ray.backends.classical import h_maxima_by_object, nucleus_radius, segment_nuclei, size_adapted, size_factor
 from hpa_ray.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
 from hpa_ray.cells import upsample_labels
 from hpa_ray.config import ClassicalConfig, HpaConfig, SegmentConfig, SynthConfig
@@ -146,6 +146,21 @@ def test_size_factor_scales_only_beyond_the_tolerance():
     scaled = size_adapted(p, k)
     assert scaled.nucleus_split_h == pytest.approx(p.nucleus_split_h * 0.5)
     assert scaled.min_cell_area == round(p.min_cell_area * 0.25) and scaled.scale == p.scale
+
+
+def test_h_maxima_object_by_object_are_skimages():
+    """The distance map of a synthetic field's nuclei (objects touching, close, cut by the
+    border) and of random blobs: the same maxima as skimage's whole-image transform."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+
+    s = make_image(2048, SynthConfig(size=2048, cells_per_megapixel=10.0), np.random.default_rng(3))
+    blobs = cv2.GaussianBlur(np.random.default_rng(4).random((300, 300)).astype(np.float32), (0, 0), 6) > 0.5
+    for mask in (cv2.resize((s.nuclei > 0).astype(np.uint8), (512, 512)) > 0, blobs):
+        dist = cv2.GaussianBlur(ndi.distance_transform_edt(mask).astype(np.float32), (0, 0), 1.0)
+        for h in (1.0, 2.5, 6.0):
+            expected = h_maxima(dist, h)
+            assert expected.any() and np.array_equal(h_maxima_by_object(dist, h), expected)
 
 
 def _two_lobes(left: float, right: float, gap: float | None = None) -> np.ndarray:

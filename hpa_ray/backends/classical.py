@@ -108,11 +108,28 @@ def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
         mask = ndi.binary_fill_holes(smooth > threshold)
     # Split touching nuclei at saddles of the distance map deeper than split_h.
     dist = _blur(ndi.distance_transform_edt(mask).astype(np.float32), 1.0)
-    peaks = measure.label(morphology.h_maxima(dist, p.nucleus_split_h * p.scale))
+    peaks = measure.label(h_maxima_by_object(dist, p.nucleus_split_h * p.scale))
     nuclei = segmentation.watershed(-dist, peaks, mask=mask)
     if p.merge_lobes:
         nuclei = merge_lobes(nuclei, smooth, p)
     return drop_small(nuclei, p.min_nucleus_area * area_scale).astype(np.int32)
+
+
+def h_maxima_by_object(image: np.ndarray, h: float, margin: int = 3) -> np.ndarray:
+    """image: (h, w) float ≥ 0, zero between objects (a distance map) → (h, w) uint8, the same
+    as `skimage.morphology.h_maxima(image, h)`, computed object by object.
+
+    The h-maxima come from a reconstruction under the image: it cannot carry a value across the
+    zeros between objects, so each object's bounding box (plus a margin of zeros) gives its
+    maxima. skimage sorts every pixel of the image, background included: ~9× slower at 512².
+    """
+    out = np.zeros(image.shape, np.uint8)
+    objects, _ = ndi.label(image > 0)
+    for label, box in enumerate(ndi.find_objects(objects), start=1):
+        box = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in box)
+        inside = objects[box] == label
+        out[box] |= morphology.h_maxima(np.where(inside, image[box], 0), h) & inside
+    return out
 
 
 def _dimmed(threshold: float, levels: np.ndarray, typical: float, floor: float) -> np.ndarray:
