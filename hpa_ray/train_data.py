@@ -186,8 +186,8 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = 
 
     if fold not in set(folds.fold):
         raise DataError(f"fold {fold} is not in the folds file (folds: {sorted(set(folds.fold))})")
-    id_sets = [pa.array(folds.image_id[folds.fold != fold].tolist()),
-               pa.array(folds.image_id[folds.fold == fold].tolist())]  # fmt: skip
+    id_sets = [pa.array(folds.image_id[folds.fold != fold].astype(str).tolist(), pa.string()),
+               pa.array(folds.image_id[folds.fold == fold].astype(str).tolist(), pa.string())]  # fmt: skip
     dataset = storage.parquet_dataset(cells_dir) if cache else None
     if cache and _crops_bytes(dataset) <= in_process_max_bytes:
         train, val = (ray.data.from_arrow(blocks) for blocks in _read_here(dataset, id_sets, bags))
@@ -208,10 +208,10 @@ def _read_by_ray_data(cells, image_ids: pa.Array, cache: bool):
 def _bags_by_ray_data(cells_dir: str, id_sets: list[pa.Array], cache: bool) -> list:
     """Each id set's bags (`image_bags` rows), grouped by Ray Data tasks.
 
-    The segment stage writes all of an image's cells into one Parquet part, so each task reads a
-    few parts and bags their images where it read them: no shuffle of the crops across the
-    cluster (a groupby moves every crop through the object store, once per epoch when not
-    cached). A cells directory with an image spread over parts (not written by `segment`) is
+    The segment stage writes all of an image's cells into one Parquet part, so a task per part
+    reads it and bags its images: no shuffle of the crops across the cluster (a groupby moves
+    every crop through the object store, once per epoch when not cached), and a task holds one
+    part. A cells directory with an image spread over parts (not written by `segment`) is
     grouped by Ray Data's groupby instead.
     """
     import ray
@@ -222,18 +222,17 @@ def _bags_by_ray_data(cells_dir: str, id_sets: list[pa.Array], cache: bool) -> l
             image_bags, batch_format="pyarrow") for ids in id_sets)  # fmt: skip
     else:
         files = [entry.path for entry in storage.list_files(cells_dir, "*.parquet", recursive=True)]
-        tasks = max(1, min(len(files), 4 * int(ray.cluster_resources().get("CPU", 1))))
-        paths = ray.data.from_items([{"path": path} for path in files], override_num_blocks=tasks)
+        paths = ray.data.from_items([{"path": path} for path in files], override_num_blocks=max(len(files), 1))
         bags = (paths.map_batches(_part_bags, fn_kwargs={"image_ids": ids}, batch_size=None, batch_format="pyarrow")
                 for ids in id_sets)  # fmt: skip
     return [ds.materialize() if cache else ds for ds in bags]
 
 
 def _part_bags(paths: pa.Table, image_ids: pa.Array) -> pa.Table:
-    """paths: a column of Parquet part paths → the `image_bags` rows of their images in image_ids."""
-    cells = pa.concat_tables([_select(storage.parquet_dataset(path).to_table(columns=TRAINING_COLUMNS), image_ids)
-                              for path in paths.column("path").to_pylist()])  # fmt: skip
-    return _bags_of(cells)
+    """paths: a column of Parquet part paths → the `image_bags` rows of their images in image_ids
+    (part by part: an image's cells are in one part)."""
+    return pa.concat_tables([_bags_of(_select(storage.parquet_dataset(path).to_table(columns=TRAINING_COLUMNS),
+                                              image_ids)) for path in paths.column("path").to_pylist()])  # fmt: skip
 
 
 def images_spread_over_parts(cells_dir: str) -> int:

@@ -42,10 +42,13 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _per_label(statistic, values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """statistic: ndi.maximum / ndi.median; values, labels: (h, w) → (labels.max(),) the
-    statistic of `values` over each label 1..n. Only labelled pixels are passed: scipy sorts
-    all it is given, and the background is most of an image."""
+    statistic of `values` over each label 1..n; NaN for a label with no pixel (labels after
+    `drop_small` have gaps; scipy would return an arbitrary value). Only labelled pixels are
+    passed: scipy sorts all it is given, and the background is most of an image."""
     inside = labels > 0
-    return np.asarray(statistic(values[inside], labels[inside], np.arange(1, labels.max() + 1)), np.float64)
+    out = np.asarray(statistic(values[inside], labels[inside], np.arange(1, labels.max() + 1)), np.float64)
+    out[np.bincount(labels[inside], minlength=labels.max() + 1)[1:] == 0] = np.nan
+    return out
 
 
 def nucleus_radius(blue: np.ndarray, scale: float) -> tuple[float, int]:
@@ -222,10 +225,10 @@ def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
     threshold = filters.threshold_otsu(body) * p.cell_threshold
     if p.follow_illumination:
         # Each cell's foreground level scales with the body signal over its own nucleus
-        # (never raised): grow all cells over the lowest level, then cut each at its own.
-        levels = _per_label(ndi.median, body, nuclei)
-        per_cell = _dimmed(threshold, levels, float(np.median(levels)), p.illumination_floor)
-        cells = segmentation.watershed(-body, nuclei, mask=(body > per_cell[1:].min()) | (nuclei > 0))
+        # (never raised): grow all cells over the lowest level, then again inside each one's own.
+        levels = _per_label(ndi.median, body, nuclei)  # NaN: a nucleus dropped as too small
+        per_cell = _dimmed(threshold, levels, float(np.nanmedian(levels)), p.illumination_floor)
+        cells = segmentation.watershed(-body, nuclei, mask=(body > np.nanmin(per_cell[1:])) | (nuclei > 0))
         foreground = (body > per_cell[cells]) | (nuclei > 0)
     else:
         foreground = body > threshold
