@@ -51,6 +51,13 @@ def _per_label(statistic, values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """(n,) values, (n,) weights → the value at half the total weight, counted from the smallest."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
 def nucleus_radius(blue: np.ndarray, scale: float) -> tuple[float, int]:
     """blue: (h, w) float32 in [0, 1] at `scale` of the full resolution → (typical nucleus
     radius in full-resolution px, number of blue objects measured; 0 when there are none).
@@ -66,10 +73,7 @@ def nucleus_radius(blue: np.ndarray, scale: float) -> tuple[float, int]:
     if n == 0:
         return 0.0, 0
     peaks = _per_label(ndi.maximum, ndi.distance_transform_edt(mask), objects)
-    areas = np.bincount(objects.ravel())[1:]
-    order = np.argsort(peaks)
-    cumulative = np.cumsum(areas[order])
-    return float(peaks[order][np.searchsorted(cumulative, cumulative[-1] / 2)] / scale), n
+    return _weighted_median(peaks, np.bincount(objects.ravel())[1:]) / scale, n
 
 
 def size_factor(blue: np.ndarray, p: ClassicalConfig) -> float:
@@ -105,10 +109,7 @@ def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
     if smooth.max() < p.min_signal:
         return np.zeros(blue.shape, np.int32)
     threshold = max(filters.threshold_otsu(smooth) * p.nucleus_threshold, p.min_signal)
-    if p.follow_illumination:
-        mask = ndi.binary_fill_holes(_lit_objects(smooth, threshold, p))
-    else:
-        mask = ndi.binary_fill_holes(smooth > threshold)
+    mask = ndi.binary_fill_holes(_lit_objects(smooth, threshold, p) if p.follow_illumination else smooth > threshold)
     # Split touching nuclei at saddles of the distance map deeper than split_h.
     dist = _blur(ndi.distance_transform_edt(mask).astype(np.float32), 1.0)
     peaks = measure.label(h_maxima_by_object(dist, p.nucleus_split_h * p.scale))
@@ -156,10 +157,7 @@ def _lit_objects(smooth: np.ndarray, threshold: float, p: ClassicalConfig) -> np
     reaching = peaks > threshold
     if not reaching.any():
         return smooth > threshold
-    areas = np.bincount(objects.ravel(), minlength=n + 1)[1:][reaching]
-    order = np.argsort(peaks[reaching])
-    cumulative = np.cumsum(areas[order])
-    typical = peaks[reaching][order][np.searchsorted(cumulative, cumulative[-1] / 2)]
+    typical = _weighted_median(peaks[reaching], np.bincount(objects.ravel(), minlength=n + 1)[1:][reaching])
     return smooth > _dimmed(threshold, peaks, typical, p.illumination_floor)[objects]
 
 
@@ -229,7 +227,7 @@ def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
         levels = _per_label(ndi.median, body, nuclei)  # NaN: a nucleus dropped as too small
         per_cell = _dimmed(threshold, levels, float(np.nanmedian(levels)), p.illumination_floor)
         cells = segmentation.watershed(-body, nuclei, mask=(body > np.nanmin(per_cell[1:])) | (nuclei > 0))
-        foreground = (body > per_cell[cells]) | (nuclei > 0)
+        foreground = body > per_cell[cells]
     else:
         foreground = body > threshold
     foreground = ndi.binary_fill_holes(foreground | (nuclei > 0))
