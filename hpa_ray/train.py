@@ -158,26 +158,46 @@ def _resume(w: _Worker) -> None:
         w.resumed_from = w.state["epoch"]
 
 
-def _train_epoch(w: _Worker, shard, epoch: int) -> tuple[float, float]:
-    """One pass over the shard → (mean training loss, items per second, input included)."""
+def _train_epoch(w: _Worker, shard, epoch: int) -> dict:
+    """One pass over the shard → its mean training loss, items per second (input included)
+    and where the epoch's time went: `first_batch_s` (until the first batch came),
+    `first_step_s` (the first step, waited for: kernel selection, compilation),
+    `input_wait_s` (all waits for a batch, the first included) and `train_pass_s` (the whole pass)."""
     import torch
 
     w.model.train()
     # The loss stays on the device until the epoch ends: a .item() per step would make the
     # host wait for every step, so the next batch's fetch and copy could not overlap it.
-    loss_sum, steps, seen, started = torch.zeros((), device=w.device), 0, 0, time.perf_counter()
+    loss_sum, steps, seen, waited = torch.zeros((), device=w.device), 0, 0, 0.0
+    started = mark = time.perf_counter()
+    times = {"first_batch_s": float("nan"), "first_step_s": float("nan")}  # an empty shard
     # Augmentation and shuffle draws follow (seed, worker, epoch): a rerun draws the same.
     for batch in w.method.batches(shard, train=True, seed=(w.cfg.seed, w.rank, epoch)):
+        waited += time.perf_counter() - mark
         with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=w.amp):
             loss = w.method.loss(w.model, batch)
         w.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         w.optimizer.step()
         loss_sum += loss.detach()
+        if steps == 0:  # waited for once: what the first step costs beyond the others
+            times = {"first_batch_s": waited, "first_step_s": _synchronized(w.device) - started - waited}
         steps += 1
         seen += w.method.items(batch)
+        mark = time.perf_counter()
     seconds = time.perf_counter() - started
-    return ((loss_sum / steps).item() if steps else float("nan")), (seen / seconds if seconds else 0.0)
+    return {"train_loss": (loss_sum / steps).item() if steps else float("nan"),
+            "train_images_per_s": seen / seconds if seconds else 0.0,
+            **times, "input_wait_s": waited, "train_pass_s": seconds}  # fmt: skip
+
+
+def _synchronized(device) -> float:
+    """The time once the device has finished what was queued (CUDA runs asynchronously)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _keep_best(w: _Worker, val_map: float) -> None:
@@ -199,15 +219,15 @@ def train_loop_per_worker(config: dict) -> None:
         if w.rank == 0:
             for hook in config.get("epoch_hooks", ()):
                 hook(epoch, w.fold_dir)
-        train_loss, rate = _train_epoch(w, ray.train.get_dataset_shard("train"), epoch)
+        epoch_stats = _train_epoch(w, ray.train.get_dataset_shard("train"), epoch)
         w.scheduler.step()
         val = _evaluate(w.bare, w.method, ray.train.get_dataset_shard("val"), w.amp)
         _keep_best(w, val["val_map"])
         w.state["epoch"] = epoch
         # this worker's rate × workers: the fold's training throughput in cells/s (input included)
-        metrics = {"epoch": epoch, "train_loss": train_loss, **val, "best_val_map": w.state["best_map"],
+        metrics = {"epoch": epoch, **epoch_stats, **val, "best_val_map": w.state["best_map"],
                    "lr": w.scheduler.get_last_lr()[0], "resumed_from_epoch": w.resumed_from,
-                   "train_images_per_s": rate * w.world}  # fmt: skip
+                   "train_images_per_s": epoch_stats["train_images_per_s"] * w.world}  # fmt: skip
         _report(metrics, w, writer)
         if w.state["since_best"] >= w.cfg.patience:
             break

@@ -92,6 +92,10 @@ def test_one_fold_learns_and_writes_its_outputs(cells, tmp_path):
     assert metrics.train_loss.iloc[-1] < 0.8 * metrics.train_loss.iloc[0], "the loss falls"
     assert best["val_map"] >= 1.3 * _chance_map(cells, 0), "validation AP rises above chance"
     assert {f"ap_{c}" for c in range(19)} <= set(metrics.columns)
+    # Where each epoch's time went: parts of the epoch, never more than it.
+    parts = metrics[["first_batch_s", "first_step_s", "input_wait_s"]]
+    assert (parts >= 0).all().all() and (metrics.first_batch_s <= metrics.input_wait_s).all()
+    assert (metrics.input_wait_s + metrics.first_step_s <= metrics.train_pass_s + 1e-6).all()
     state = torch.load(fold_dir / "best" / "model.pt", weights_only=True)
     model = build_model(cfg)
     model.load_state_dict(state)
