@@ -1,6 +1,7 @@
 """The GPU path end to end, in one command: tests, segmentation, training, prediction, the demo.
 
     python bench/gpu_check.py OUT_DIR [--size full|tiny] [--budget SECONDS] [--steps a,b,...]
+                              [--limit STEP=SECONDS ...]
 
 Each step runs in its own process (its own embedded Ray), after the ones before it even if they
 failed, under its own time limit and the whole run's budget; OUT_DIR gets `gpu_check.json`
@@ -240,17 +241,26 @@ def _train_rates(size: Size, work: Path, compile_model: bool, method: str = "cel
     watcher.start()
     fit_fold(cells_root / "cells", cells_root / "folds.csv", 0, run, cfg)
     watcher.stop.set()
-    rates = pd.read_csv(run / "fold-0" / "metrics.csv").train_images_per_s.tolist()
-    note(**_rates_summary(rates, bare), fit_fold_s=time.perf_counter() - start, goal=0.9)
+    reports = pd.read_csv(run / "fold-0" / "metrics.csv").to_dict("records")
+    note(**_rates_summary(reports, bare), fit_fold_s=time.perf_counter() - start, goal=0.9)
     return dict(_PARTIAL)
 
 
-def _rates_summary(rates: list[float], bare: float) -> dict:
-    """The end-to-end rate leaves out the first epoch (kernel selection, readers starting)."""
+_EPOCH_PARTS = ("train_pass_s", "input_wait_s", "first_batch_s", "first_step_s")
+
+
+def _rates_summary(reports: list[dict], bare: float) -> dict:
+    """reports: fit_fold's per-epoch metrics. The end-to-end rate leaves out the first epoch
+    (kernel selection, readers starting); each epoch's time is split as the loop measured it."""
+    rates = [r["train_images_per_s"] for r in reports]
     end_to_end = max(rates[1:]) if len(rates) > 1 else rates[0]
     ratio = end_to_end / bare
+    parts = [{k: r.get(k) for k in _EPOCH_PARTS} for r in reports]
+    steady = parts[1:] or parts
+    waiting = max((q["input_wait_s"] or 0) / max(q["train_pass_s"] or 1e-9, 1e-9) for q in steady)
+    limit = "gpu (model step)" if ratio >= 0.9 else ("input pipeline" if waiting > 0.1 else "per-step overhead")
     return {"end_to_end_images_per_s_per_epoch": rates, "end_to_end_images_per_s": end_to_end, "ratio": ratio,
-            "limited_by": "gpu (model step)" if ratio >= 0.9 else "input pipeline or per-step overhead"}  # fmt: skip
+            "epoch_parts": parts, "input_wait_share": waiting, "limited_by": limit}  # fmt: skip
 
 
 class _EpochWatcher(threading.Thread):
@@ -266,7 +276,7 @@ class _EpochWatcher(threading.Thread):
             lines = self.path.read_text().splitlines() if self.path.exists() else []
             if len(lines) > self.seen:
                 self.seen = len(lines)
-                note(**_rates_summary([json.loads(x)["train_images_per_s"] for x in lines], self.bare))
+                note(**_rates_summary([json.loads(x) for x in lines], self.bare))
 
 
 def step_train(size: Size, work: Path) -> dict:
@@ -428,6 +438,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=540, help="seconds for all steps together")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {','.join(STEPS)}")
     parser.add_argument("--work", help="scratch directory (default OUT/work, removed at the end)")
+    parser.add_argument("--limit", action="append", default=[], metavar="STEP=SECONDS", dest="step_limits",
+                        help="a step's time limit for this call (e.g. demo=420); repeatable")  # fmt: skip
     parser.add_argument("--run-step", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -440,6 +452,12 @@ def main() -> int:
     work = Path(args.work) if args.work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
     size = SIZES[args.size]
+    try:
+        limits = {**size.limits, **{k: float(v) for k, v in (item.split("=", 1) for item in args.step_limits)}}
+    except ValueError:
+        parser.error(f"--limit wants STEP=SECONDS, got {args.step_limits}")
+    if set(limits) - set(STEPS):
+        parser.error(f"--limit names unknown steps {sorted(set(limits) - set(STEPS))}")
     report = {"size": args.size, "machine": machine(), "size_config": size.__dict__, "steps": {}}
     deadline = time.monotonic() + args.budget
     wanted = [w for w in args.steps.split(",") if w]
@@ -453,7 +471,7 @@ def main() -> int:
                 why = "not asked for" if name not in wanted else "no time left in the budget"
                 report["steps"][name] = {"status": "skipped", "error": why}
                 continue
-            args.limit = min(size.limits[name], left)
+            args.limit = min(limits[name], left)
             print(f"== {name} (at most {args.limit:.0f} s)", flush=True)
             log.write(f"\n\n===== {name}\n")
             log.flush()
@@ -463,7 +481,7 @@ def main() -> int:
             entry = _child(name, args, work, log)
             sampler.stop.set()
             sampler.join()
-            entry.update(seconds=round(time.perf_counter() - start, 1), **sampler.summary())
+            entry.update(seconds=round(time.perf_counter() - start, 1), limit_s=args.limit, **sampler.summary())
             report["steps"][name] = entry
             print(f"   {entry['status']} in {entry['seconds']} s {entry.get('error', '')}", flush=True)
             (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))

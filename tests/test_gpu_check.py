@@ -22,7 +22,7 @@ FIELDS = {
     "segment": ("encoder", "images", "cells", "stage_images_per_s", "bare_infer_images_per_s",
                 "cpu_steps_s_per_image_one_core", "cpu_bound_images_per_s", "limited_by"),
     "train": ("bare_step_images_per_s", "end_to_end_images_per_s_per_epoch", "end_to_end_images_per_s", "ratio",
-              "limited_by"),
+              "epoch_parts", "input_wait_share", "limited_by"),
     "predict": ("images", "cells", "images_per_s", "gpu_classifier"),
     "demo": ("model", "wall_s", "mAP", "prior_mAP", "per_class_ap"),
     "train_compile": ("bare_step_images_per_s", "end_to_end_images_per_s", "ratio", "compile"),
@@ -68,6 +68,8 @@ def test_every_step_writes_every_field_and_a_failed_step_does_not_stop_the_rest(
         assert all(key in entry["result"] for key in fields), (step, sorted(entry["result"]))
     assert report["steps"]["segment"]["result"]["cells"] > 0
     assert report["steps"]["predict"]["result"]["cells"] > 0
+    parts = report["steps"]["train"]["result"]["epoch_parts"]
+    assert len(parts) == 2 and all(value >= 0 for part in parts for value in part.values()), parts
     assert report["steps"]["demo"]["status"] == "skipped"
     assert report["steps"]["train_compile"]["result"]["compile"] is True
     assert report["steps"]["train_bag"]["result"]["method"] == "bag"
@@ -76,9 +78,10 @@ def test_every_step_writes_every_field_and_a_failed_step_does_not_stop_the_rest(
 
 
 def test_pytest_gpu_step_reports_its_summary_and_unasked_steps_are_skipped(tmp_path):
-    report = _run(tmp_path / "out", "--steps", "pytest_gpu")
+    report = _run(tmp_path / "out", "--steps", "pytest_gpu", "--limit", "pytest_gpu=100")
     entry = report["steps"]["pytest_gpu"]
     assert entry["status"] == "ok" and all(key in entry["result"] for key in FIELDS["pytest_gpu"])
+    assert entry["limit_s"] == 100, "a limit given for this call replaces the size's"
     assert report["steps"]["train"] == {"status": "skipped", "error": "not asked for"}
 
 
