@@ -150,7 +150,7 @@ class AshaConfig(_Section):
 class TuneConfig(_Section):
     fold: int = 0  # the fold whose validation AP is optimised
     num_samples: int = Field(8, ge=1)  # trials
-    max_concurrent_trials: int | Literal["auto"] = "auto"  # auto: what fits, one CPU kept for data
+    max_concurrent_trials: int | Literal["auto"] = "auto"  # what fits (train.concurrent_trials)
     seed: int = 0  # Optuna's sampler seed
     asha: AshaConfig = AshaConfig()  # early stopping of weak trials
     search_space: dict[str, SearchDim] = {  # TrainConfig keys → how to draw them

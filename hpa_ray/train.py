@@ -273,7 +273,7 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
     storage.makedirs(fold_dir)
     _write_run_config(fold_dir, cfg, cells_dir)
-    train_ds, val_ds = fold_datasets(cells_dir, read_folds(folds_csv), fold, cache=_cache_data(cfg, cells_dir),
+    train_ds, val_ds = fold_datasets(cells_dir, read_folds(folds_csv), fold, cache=caches_crops(cfg, cells_dir),
                                      bags=cfg.method == "bag", seed=cfg.seed)  # fmt: skip
     gpu = _use_gpu(cfg)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
@@ -313,7 +313,7 @@ def _export_fold(result, fold_dir: str) -> dict:
     return best
 
 
-def _cache_data(cfg: TrainConfig, cells_dir: str) -> bool:
+def caches_crops(cfg: TrainConfig, cells_dir: str) -> bool:
     """Cache when asked, or (auto) when every crop fits in a quarter of the object store: then
     the per-epoch listing and reading of the Parquet (seconds per epoch) happens once."""
     if cfg.cache_data != "auto":
@@ -321,13 +321,16 @@ def _cache_data(cfg: TrainConfig, cells_dir: str) -> bool:
     return crops_bytes(cells_dir) <= _ray.cluster_resources().get("object_store_memory", 0) / 4
 
 
-def concurrent_trials(cfg: TrainConfig, n_folds: int) -> int:
-    """Trainings (folds, or search trials) that fit at once, at most n_folds, leaving one CPU
-    for Ray Data's read/augment tasks (without it the trials' workers hold every CPU and the
-    data never arrives: a silent hang)."""
+def concurrent_trials(cfg: TrainConfig, n_folds: int, cached: bool) -> int:
+    """Trainings (folds, or search trials) that fit at once, at most n_folds, with one CPU
+    kept for Ray Data's tasks: while crops stream from Parquet (`cached` false), every epoch's
+    reads need it (without it the workers hold every CPU and the data never arrives: a silent
+    hang). Cached crops need tasks only while a training loads them, before its workers start;
+    while one loads, the others hold at most (fit - 1) workers' CPUs, so the kept CPU is free
+    for it, and the last one to start may take that CPU too."""
     resources = _ray.cluster_resources()
     per_fold_cpu = cfg.num_workers * cfg.cpus_per_worker
-    fit = int((resources.get("CPU", 1) - 1) // per_fold_cpu)
+    fit = int((resources.get("CPU", 1) - 1) // per_fold_cpu) + (1 if cached else 0)
     if _use_gpu(cfg):
         fit = min(fit, int(resources.get("GPU", 0) // (cfg.num_workers * cfg.gpus_per_worker)))
     return max(1, min(n_folds, fit))
@@ -360,10 +363,11 @@ def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: Train
     # The trial's driver holds no CPU (its workers do): on a small machine a 1-CPU driver per
     # trial leaves the workers waiting forever; {"CPU": 0} alone is refused by Tune.
     trainable = tune.with_resources(_fold_trial, {"CPU": 0, "memory": 1})
+    at_once = concurrent_trials(cfg, len(folds), cached=caches_crops(cfg, storage.absolute(cells_dir)))
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(cfg, len(folds))),
+        tune_config=tune.TuneConfig(max_concurrent_trials=at_once),
         run_config=tune.RunConfig(
             name=f"{storage.name(run_dir)}-folds",
             storage_path=cfg.storage_path or TrainingRun(run_dir).ray_results,

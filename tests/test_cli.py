@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -133,3 +134,12 @@ def test_full_demo_model_beats_the_prior(tmp_path):
     assert scores["mAP"] >= max(2 * scores["prior_mAP"], 0.5), scores
     console = out.stdout.splitlines() + out.stderr.splitlines()
     assert len(console) < 150, "\n".join(console)  # a few lines per step; the rest in out/demo/logs/
+    # With cached crops the three folds (0.5 CPU each) train at once, even on 2 CPUs.
+    spans = [_trial_span(path) for path in (tmp_path / "demo" / "runs" / "demo").glob("ray_results/*/*/progress.csv")]
+    assert len(spans) == 3 and max(s for s, _ in spans) < min(e for _, e in spans), spans
+
+
+def _trial_span(progress_csv: Path) -> tuple[float, float]:
+    """A Tune trial's (start, end) in seconds since the epoch, from its progress.csv."""
+    reports = pd.read_csv(progress_csv)
+    return reports.timestamp.iloc[0] - reports.time_total_s.iloc[0], reports.timestamp.iloc[-1]
