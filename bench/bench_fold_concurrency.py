@@ -55,6 +55,8 @@ def main() -> None:
                       lr=0.002, seed=0)  # fmt: skip
     _ray.init_ray()
     n_folds = pd.read_csv(args.folds).fold.nunique()
+    if n_folds < 2:
+        parser.error(f"{args.folds} has {n_folds} fold: nothing to run at once")
     chosen = train.concurrent_trials(cfg, n_folds, cached=True)
     print(f"{n_folds} folds, {args.epochs} epochs; concurrent_trials chooses {chosen} at once "
           f"({_ray.cluster_resources().get('CPU')} CPUs)", flush=True)  # fmt: skip

@@ -258,6 +258,8 @@ def _rates_summary(reports: list[dict], bare: float) -> dict:
     parts = [{k: r.get(k) for k in _EPOCH_PARTS} for r in reports]
     steady = parts[1:] or parts
     waiting = max((q["input_wait_s"] or 0) / max(q["train_pass_s"] or 1e-9, 1e-9) for q in steady)
+    # On CUDA the waits are an upper bound (a batch's copy to the device can queue behind the
+    # steps before it): "input pipeline" there says where to look first, not a verdict.
     limit = "gpu (model step)" if ratio >= 0.9 else ("input pipeline" if waiting > 0.1 else "per-step overhead")
     return {"end_to_end_images_per_s_per_epoch": rates, "end_to_end_images_per_s": end_to_end, "ratio": ratio,
             "epoch_parts": parts, "input_wait_share": waiting, "limited_by": limit}  # fmt: skip

@@ -321,16 +321,25 @@ def caches_crops(cfg: TrainConfig, cells_dir: str) -> bool:
     return crops_bytes(cells_dir) <= _ray.cluster_resources().get("object_store_memory", 0) / 4
 
 
+def settle_cache(cfg: TrainConfig, cells_dir: str) -> TrainConfig:
+    """cfg with `cache_data: auto` decided once, here: trainings started later (Tune trials)
+    must not decide otherwise than the concurrency was chosen for (`concurrent_trials`)."""
+    return cfg.model_copy(update={"cache_data": caches_crops(cfg, storage.absolute(cells_dir))})
+
+
 def concurrent_trials(cfg: TrainConfig, n_folds: int, cached: bool) -> int:
     """Trainings (folds, or search trials) that fit at once, at most n_folds, with one CPU
     kept for Ray Data's tasks: while crops stream from Parquet (`cached` false), every epoch's
     reads need it (without it the workers hold every CPU and the data never arrives: a silent
     hang). Cached crops need tasks only while a training loads them, before its workers start;
     while one loads, the others hold at most (fit - 1) workers' CPUs, so the kept CPU is free
-    for it, and the last one to start may take that CPU too."""
+    for it, and the last one to start may take that CPU too (where its workers fit in it).
+    `cached` must be what the trainings will do: see `settle_cache`."""
     resources = _ray.cluster_resources()
-    per_fold_cpu = cfg.num_workers * cfg.cpus_per_worker
-    fit = int((resources.get("CPU", 1) - 1) // per_fold_cpu) + (1 if cached else 0)
+    cpus, per_fold_cpu = resources.get("CPU", 1), cfg.num_workers * cfg.cpus_per_worker
+    fit = int((cpus - 1) // per_fold_cpu)
+    if cached:  # one more only where its workers fit beside the others'
+        fit = min(fit + 1, int(cpus // per_fold_cpu))
     if _use_gpu(cfg):
         fit = min(fit, int(resources.get("GPU", 0) // (cfg.num_workers * cfg.gpus_per_worker)))
     return max(1, min(n_folds, fit))
@@ -358,12 +367,13 @@ def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfi
 def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: TrainConfig) -> pd.DataFrame:
     from ray import tune
 
+    cfg = settle_cache(cfg, cells_dir)
     param_space = {"fold": tune.grid_search(folds), "train": cfg.model_dump(), "cells": storage.absolute(cells_dir),
                    "folds": storage.absolute(folds_csv), "run_dir": run_dir}  # fmt: skip
     # The trial's driver holds no CPU (its workers do): on a small machine a 1-CPU driver per
     # trial leaves the workers waiting forever; {"CPU": 0} alone is refused by Tune.
     trainable = tune.with_resources(_fold_trial, {"CPU": 0, "memory": 1})
-    at_once = concurrent_trials(cfg, len(folds), cached=caches_crops(cfg, storage.absolute(cells_dir)))
+    at_once = concurrent_trials(cfg, len(folds), cached=cfg.cache_data)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,

@@ -18,7 +18,7 @@ from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load
 from hpa_ray.layout import Search
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
-from hpa_ray.train import caches_crops, concurrent_trials, fit_fold
+from hpa_ray.train import concurrent_trials, fit_fold, settle_cache
 from hpa_ray.train_data import DataError, check_cells, read_folds
 
 METRIC, MODE = "val_map", "max"
@@ -59,10 +59,12 @@ def _trial(params: dict, base: dict, cells: str, folds: str, fold: int, run_dir:
     fit_fold(cells, folds, fold, trial_dir, cfg, (TuneReportCallback(),))
 
 
-def _concurrency(cfg: TuneConfig, cells) -> int:
+def _concurrency(cfg: TuneConfig) -> int:
+    """cfg.train's cache_data settled (`settle_cache`); a searched cache_data counts as streaming."""
     if cfg.max_concurrent_trials != "auto":
         return int(cfg.max_concurrent_trials)
-    return concurrent_trials(cfg.train, cfg.num_samples, cached=caches_crops(cfg.train, storage.absolute(cells)))
+    cached = cfg.train.cache_data is True and "cache_data" not in cfg.search_space
+    return concurrent_trials(cfg.train, cfg.num_samples, cached=cached)
 
 
 def _sampler(seed: int):
@@ -90,6 +92,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
+    cfg = cfg.model_copy(update={"train": settle_cache(cfg.train, cells)})
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=cfg.train.model_dump(), cells=storage.absolute(cells),
                              folds=storage.absolute(folds_csv), fold=cfg.fold, run_dir=run_dir),
@@ -106,7 +109,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
         param_space=search_space(cfg),
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=asha_scheduler(cfg),
-            search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg, cells),
+            search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),
                                   callbacks=[console.epoch_callback(None, cfg.max_epochs())]),  # fmt: skip

@@ -78,10 +78,10 @@ def test_every_step_writes_every_field_and_a_failed_step_does_not_stop_the_rest(
 
 
 def test_pytest_gpu_step_reports_its_summary_and_unasked_steps_are_skipped(tmp_path):
-    report = _run(tmp_path / "out", "--steps", "pytest_gpu", "--limit", "pytest_gpu=100")
+    report = _run(tmp_path / "out", "--steps", "pytest_gpu", "--limit", "pytest_gpu=300")
     entry = report["steps"]["pytest_gpu"]
     assert entry["status"] == "ok" and all(key in entry["result"] for key in FIELDS["pytest_gpu"])
-    assert entry["limit_s"] == 100, "a limit given for this call replaces the size's"
+    assert entry["limit_s"] == 300, "a limit given for this call replaces the size's"
     assert report["steps"]["train"] == {"status": "skipped", "error": "not asked for"}
 
 

@@ -23,7 +23,7 @@ from hpa_ray.model import ModelError, build_model
 from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment
 from hpa_ray.synth import generate
-from hpa_ray.train import fit_fold, main, train_folds
+from hpa_ray.train import _train_epoch, _Worker, concurrent_trials, fit_fold, main, train_folds
 from hpa_ray.train_data import (
     IN_PROCESS_MAX_BYTES,
     CellCollate,
@@ -100,6 +100,48 @@ def test_one_fold_learns_and_writes_its_outputs(cells, tmp_path):
     model = build_model(cfg)
     model.load_state_dict(state)
     assert any(p.name.startswith("events.out.tfevents") for p in (fold_dir / "tensorboard").iterdir())
+
+
+class _SlowInput:
+    """A training method whose batches each take `delay` s to arrive (a slow reader)."""
+
+    def __init__(self, n: int, delay: float):
+        self.n, self.delay = n, delay
+
+    def batches(self, shard, train, seed):
+        for _ in range(self.n):
+            time.sleep(self.delay)
+            yield torch.ones(4, 3)
+
+    def loss(self, model, batch):
+        return model(batch).pow(2).mean()
+
+    def items(self, batch):
+        return len(batch)
+
+
+def test_an_epoch_reports_the_time_spent_waiting_for_input():
+    model = torch.nn.Linear(3, 2)
+    worker = _Worker(TrainConfig(), "", 0, 1, torch.device("cpu"), False, model, model, _SlowInput(5, 0.05),
+                     torch.optim.SGD(model.parameters(), lr=0.1), None)  # fmt: skip
+    stats = _train_epoch(worker, None, epoch=0)
+    assert stats["first_batch_s"] >= 0.05 and stats["input_wait_s"] >= 5 * 0.05
+    assert stats["input_wait_s"] + stats["first_step_s"] <= stats["train_pass_s"]
+    assert stats["train_images_per_s"] == pytest.approx(20 / stats["train_pass_s"])
+    assert np.isfinite(stats["train_loss"])
+
+
+@pytest.mark.parametrize(("cpus", "workers", "cpus_per_worker", "streamed", "cached"),
+                         [(2, 1, 0.5, 2, 3), (5, 2, 1.0, 2, 2), (4, 1, 1.0, 3, 4), (1, 1, 1.0, 1, 1)])  # fmt: skip
+def test_cached_crops_let_one_more_training_start_where_its_workers_fit(monkeypatch, cpus, workers, cpus_per_worker,
+                                                                        streamed, cached):  # fmt: skip
+    # One CPU stays free for the data tasks of streamed crops; cached crops need it only while
+    # a training loads them, so the last to start may take it, but never more CPUs than there are.
+    monkeypatch.setattr("hpa_ray._ray.cluster_resources", lambda: {"CPU": cpus})
+    cfg = TrainConfig(num_workers=workers, cpus_per_worker=cpus_per_worker, use_gpu=False)
+    assert concurrent_trials(cfg, 10, cached=False) == streamed
+    assert concurrent_trials(cfg, 10, cached=True) == cached
+    assert concurrent_trials(cfg, 2, cached=True) == min(2, cached)
 
 
 def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):
