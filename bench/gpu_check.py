@@ -449,23 +449,21 @@ def main() -> int:
         return run_step(args.run_step, args.size, Path(args.work), Path(args.result))
     if not args.out:
         parser.error("OUT directory is required")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work) if args.work else out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    size = SIZES[args.size]
+    size = SIZES[args.size]  # the arguments checked before anything is written
     try:
         limits = {**size.limits, **{k: float(v) for k, v in (item.split("=", 1) for item in args.step_limits)}}
     except ValueError:
         parser.error(f"--limit wants STEP=SECONDS, got {args.step_limits}")
-    if set(limits) - set(STEPS):
-        parser.error(f"--limit names unknown steps {sorted(set(limits) - set(STEPS))}")
+    wanted = [w for w in args.steps.split(",") if w]
+    unknown = (set(wanted) | set(limits)) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps {sorted(unknown)} in --steps or --limit; the steps are {','.join(STEPS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work) if args.work else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
     report = {"size": args.size, "machine": machine(), "size_config": size.__dict__, "steps": {}}
     deadline = time.monotonic() + args.budget
-    wanted = [w for w in args.steps.split(",") if w]
-    unknown = set(wanted) - set(STEPS)
-    if unknown:
-        parser.error(f"unknown steps {sorted(unknown)}; the steps are {','.join(STEPS)}")
     with open(out / "gpu_check.log", "w") as log:
         for name in wanted + [s for s in STEPS if s not in wanted]:  # in the order asked for
             left = deadline - time.monotonic()
