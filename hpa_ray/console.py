@@ -19,6 +19,11 @@ VERBOSE_ENV = "HPA_RAY_VERBOSE"
 _FRAMEWORK_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray._private.authentication")
 # Loggers whose warnings are notices with nothing to act on in a local run: the log file only.
 _FILE_ONLY = ("ray._private.authentication",)  # "Token authentication is enabled …", every start
+# The raylet's notices that Ray's driver prints straight to stdout (not through logging), matched
+# by their text: "N PYTHON worker processes have been started …, which is Kx the maximum expected
+# startup concurrency": trainings of 0.5 CPU, their Tune and Train actors and Ray Data's tasks
+# start many workers on purpose, so on a 2-CPU machine it comes every few trials.
+_RAYLET_NOTICES = ("worker processes have been started on node",)
 
 
 def verbose() -> bool:
@@ -105,7 +110,31 @@ def quiet_frameworks(log_file: str | Path) -> Path:
         if logger.propagate is False or name == "ray":
             to_file._hpa_ray = True  # type: ignore[attr-defined]
             logger.addHandler(to_file)
+    _route_raylet_notices()
     return log_file
+
+
+def _route_raylet_notices() -> None:
+    """While the console is quiet, the raylet's notices (`_RAYLET_NOTICES`) go to the log file
+    (logger `ray`, INFO) instead of stdout; its other messages (a worker killed for memory, say)
+    stay on the console. Ray's printer is a private function: where it is not found, nothing changes."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "_hpa_ray", False):
+        return
+
+    def print_to_stdstream(data: dict, ignore_prefix: bool) -> None:
+        lines = data.get("lines") or []
+        if quiet() and data.get("pid") == "raylet" and any(n in line for line in lines for n in _RAYLET_NOTICES):
+            logging.getLogger("ray").info("raylet: %s", " ".join(lines))
+            return
+        printer(data, ignore_prefix)
+
+    print_to_stdstream._hpa_ray = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_to_stdstream
 
 
 def tune_verbosity() -> int | None:

@@ -89,6 +89,7 @@ def test_quick_demo_end_to_end(quick_demo):
     assert len(console) < 150, "\n".join(console)
     assert "epoch 2/2" in out.stdout and "fold 1" in out.stdout and str(log) in out.stdout
     assert log.stat().st_size > 0 and "Reporting training result" not in out.stdout + out.stderr
+    assert "worker processes have been started" not in out.stdout + out.stderr  # the raylet's notice: the log's
 
 
 def test_a_failed_image_reaches_the_quiet_console(synth_set, tmp_path):

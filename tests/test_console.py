@@ -34,3 +34,37 @@ def test_log_file_beside_local_outputs_and_in_the_working_directory_for_uris(tmp
     elsewhere = console.log_file_for("s3://bucket/out", "train")
     assert elsewhere.is_absolute() and elsewhere.name == f"train-{os.getpid()}.log"
     assert console.duration(59) == "59s" and console.duration(125) == "2m05s"
+
+
+def test_raylet_worker_pool_notice_goes_to_the_log_and_other_raylet_messages_stay(tmp_path, monkeypatch, capsys):
+    """Ray's driver prints the raylet's messages straight to stdout; a quiet console keeps all but
+    the worker-pool notice, which 0.5-CPU trainings set off on purpose (the log file gets it)."""
+    import logging
+
+    from ray._private import worker
+
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    monkeypatch.setattr(console, "_LOG_FILE", [tmp_path / "x.log"])
+    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)  # restored afterwards
+    console._route_raylet_notices()
+    routed = worker.print_to_stdstream
+    console._route_raylet_notices()  # quiet_frameworks runs before and after ray.init: wrapped once
+    assert worker.print_to_stdstream is routed
+    logged = tmp_path / "ray.log"
+    handler = logging.FileHandler(logged)
+    logging.getLogger("ray").addHandler(handler)
+    try:
+        notice = ("WARNING: 12 PYTHON worker processes have been started on node: abc with address: 127.0.0.1, "
+                  "which is 6x the maximum expected startup concurrency (2).")  # fmt: skip
+        killed = "Task was killed due to the node running low on memory."
+        for line in (notice, killed):
+            worker.print_to_stdstream({"lines": [line], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+        monkeypatch.setenv(console.VERBOSE_ENV, "1")  # --verbose: everything on the console again
+        worker.print_to_stdstream({"lines": [notice.replace("12", "14")], "pid": "raylet", "is_err": False},
+                                  ignore_prefix=False)  # fmt: skip
+    finally:
+        logging.getLogger("ray").removeHandler(handler)
+        handler.close()
+    out = capsys.readouterr().out
+    assert killed in out and "12 PYTHON worker processes" not in out and "14 PYTHON worker processes" in out
+    assert "12 PYTHON worker processes" in logged.read_text()
