@@ -58,6 +58,11 @@ SIZES = {
 }  # fmt: skip
 
 
+# A quick run's score says nothing of the model: said where the score is printed.
+QUICK_CAVEAT = ("--quick checks that every stage runs: {size.train_images} training images and {size.epochs} epochs "
+                "are too few to learn from,\nso this mAP may fall below the prior's (the default demo scores "
+                "0.6-0.8 against about 0.11: docs/quality.md)")  # fmt: skip
+
 _START = [time.perf_counter()]
 
 
@@ -146,6 +151,8 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | N
     _step("evaluate against the test set's per-cell truth")
     scores = _evaluate(outputs, predicted.images, out)
     print(f"mAP {scores['mAP']:.4f} (prior-only answer: {scores['prior_mAP']:.4f})")
+    if quick:
+        print(QUICK_CAVEAT.format(size=size))
     _step("report: figures and index.html")
     outputs["report"] = run_report(out / "report", labels=outputs["train_data"] / "labels.csv",
                                    segment_dir=out / "segment" / "train", folds=outputs["folds"],
@@ -159,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpa_ray demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (a few minutes), for tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (about 2 minutes): checks every stage runs, too small to learn"
+    )
     parser.add_argument("--model", choices=backbone_names(),
                         help="classifier backbone (default small: a CNN that learns in minutes on 2 CPU cores; "
                         "efficientnet-b2 wants a GPU)")  # fmt: skip

@@ -80,6 +80,7 @@ def test_quick_demo_end_to_end(quick_demo):
     assert (demo / "runs" / "search" / "best_config.yaml").exists()
     scores = json.loads((demo / "evaluation.json").read_text())
     assert 0 <= scores["mAP"] <= 1 and 0 <= scores["prior_mAP"] <= 1 and "per_class_ap" in scores
+    assert "--quick checks that every stage runs: 8 training images" in out.stdout  # its score is no measure
     assert (demo / "report" / "index.html").exists() and "report →" in out.stdout
     submission = pd.read_csv(demo / "submission.csv")
     assert len(submission) == len(pd.read_csv(demo / "data" / "test" / "labels.csv"))
