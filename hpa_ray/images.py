@@ -139,18 +139,30 @@ def _explain(data: bytes) -> str:
     return "the decoder returned nothing"
 
 
-def to_uint8(channel: np.ndarray) -> np.ndarray:
-    """uint8 as is; uint16 scaled over its full range (65535 → 255, rounded)."""
+def to_uint8(channel: np.ndarray, bits: int = 16) -> np.ndarray:
+    """uint8 as is; uint16 holding `bits`-bit data scaled to 8 bits (2**bits - 1 → 255, rounded)."""
     if channel.dtype == np.uint8:
         return channel
     if channel.dtype == np.uint16:
-        return ((channel.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        top = 2**bits - 1
+        return np.minimum((channel.astype(np.uint32) * 255 + top // 2) // top, 255).astype(np.uint8)
     raise ImageError(f"unsupported pixel type {channel.dtype} (expected 8- or 16-bit)")
 
 
-def read_channel(path: str) -> np.ndarray:
-    """One grayscale channel file (local or object storage) → (H, W) uint8; ImageError says
-    what is wrong with it."""
+def bit_depth(channels: list[np.ndarray]) -> int:
+    """The bits a 16-bit image's data use: its brightest pixel over all the channels given, rounded
+    up to a camera's depth (8, 10, 12, 14 or 16). A 12-bit camera's image in a 16-bit file is
+    scaled by 4095, not 65535, which would leave it 16 grey levels (F1 0.70 instead of 0.95 on the
+    four real images, and no cell at all from 10-bit data: docs/quality.md). One depth for all
+    four channels keeps their relative brightness."""
+    peak = max((int(c.max()) for c in channels if c.size), default=0)
+    bits = max(8, peak.bit_length())
+    return min(16, bits + bits % 2)
+
+
+def _decode_channel(path: str) -> np.ndarray:
+    """One grayscale channel file (local or object storage) → (H, W) uint8 or uint16 as stored;
+    ImageError says what is wrong with it."""
     name = storage.name(path)
     try:
         encoded = storage.read_bytes(path)
@@ -161,17 +173,25 @@ def read_channel(path: str) -> np.ndarray:
         raise ImageError(f"cannot decode {name}: {_explain(encoded)}")
     if data.ndim != 2:
         raise ImageError(f"{name} has {data.shape[2]} colour channels; expected one grayscale channel")
-    try:
-        return to_uint8(data)
-    except ImageError as exc:
-        raise ImageError(f"{name}: {exc}") from None
+    if data.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{name}: unsupported pixel type {data.dtype} (expected 8- or 16-bit)")
+    return data
+
+
+def read_channel(path: str) -> np.ndarray:
+    """One grayscale channel file → (H, W) uint8 (16-bit: scaled from its own `bit_depth`);
+    ImageError says what is wrong with it."""
+    data = _decode_channel(path)
+    return to_uint8(data, bit_depth([data]))
 
 
 def read_image(paths: list[str]) -> np.ndarray:
-    """Channel files in CHANNELS order → (4, H, W) uint8; ImageError when sizes differ."""
-    channels = [read_channel(p) for p in paths]
+    """Channel files in CHANNELS order → (4, H, W) uint8; ImageError when sizes differ.
+    16-bit channels are scaled from the image's `bit_depth` (one for all its channels)."""
+    channels = [_decode_channel(p) for p in paths]
     shapes = {c.shape for c in channels}
     if len(shapes) > 1:
         sizes = ", ".join(f"{n} {c.shape[1]}x{c.shape[0]}" for n, c in zip(CHANNELS, channels))
         raise ImageError(f"channel sizes differ: {sizes}")
-    return np.stack(channels)
+    bits = bit_depth([c for c in channels if c.dtype == np.uint16])
+    return np.stack([to_uint8(c, bits) for c in channels])

@@ -75,6 +75,31 @@ def test_decode_16_bit_scales_to_8_bit(tmp_path):
     assert image.max() == round(40000 * 255 / 65535)
 
 
+def test_16_bit_files_holding_fewer_bits_are_scaled_from_the_depth_they_use(tmp_path):
+    """A 12-bit camera's data in 16-bit files: scaled by 4095 (one depth for the four channels,
+    so their relative brightness stays); 8-bit values in a 16-bit file stay as they are."""
+    ramp = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4  # 0 … 4092: 12 bits
+    for c, scale in zip(CHANNELS, (1.0, 0.25, 0.5, 1.0)):
+        cv2.imwrite(str(tmp_path / f"a_{c}.png"), (ramp * scale).astype(np.uint16))
+    image = read_image([str(tmp_path / f"a_{c}.png") for c in CHANNELS])
+    assert image[0].max() == round(4092 * 255 / 4095) and image[1].max() == round(1023 * 255 / 4095)
+    for c in CHANNELS:
+        cv2.imwrite(str(tmp_path / f"b_{c}.png"), np.full((8, 8), 200, np.uint16))
+    assert (read_image([str(tmp_path / f"b_{c}.png") for c in CHANNELS]) == 200).all()
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14])
+def test_a_real_image_stored_at_fewer_bits_in_16_bit_files_reads_as_the_8_bit_original(shared_data, tmp_path, bits):
+    from tests.conftest import HPA_REAL, real_image_ids
+
+    image_id = real_image_ids()[0]
+    original = read_image([str(HPA_REAL / "images" / f"{image_id}_{c}.png") for c in CHANNELS])
+    paths = [str(tmp_path / f"{image_id}_{c}.png") for c in CHANNELS]
+    for path, channel in zip(paths, original):
+        cv2.imwrite(path, np.round(channel * ((2**bits - 1) / 255)).astype(np.uint16))
+    assert np.array_equal(read_image(paths), original)
+
+
 def test_decode_errors_say_what_and_where(tmp_path):
     paths = _write(tmp_path, "a")
     with open(paths[0], "rb+") as f:
