@@ -233,11 +233,21 @@ class SegmentConfig(_Section):
     actor_num_cpus: float = Field(0.5, gt=0)  # CPUs reserved per actor (not all: tasks need some)
     actor_num_gpus: float = Field(1.0, ge=0)  # GPUs per actor when the backend uses GPUs
     task_num_cpus: float = Field(1.0, gt=0)  # CPUs per decode / cut task
+    # Bits the data in 16-bit image files use (8-16), for scaling them to 8 bits; auto: each image's
+    # own (images.bit_depth). Set it (12 for a 12-bit camera) to scale every image of a set alike.
+    input_bits: int | Literal["auto"] = "auto"
     classical: ClassicalConfig = ClassicalConfig()
     hpa: HpaConfig = HpaConfig()
     # Plugin backends' sections by backend name: given as `NAME: {...}` (or `segment.NAME` in predict)
     # like the built-in ones, kept and written back under `sections:`.
     sections: dict[str, dict] = {}
+
+    @field_validator("input_bits")
+    @classmethod
+    def _input_bits(cls, value):
+        if value != "auto" and not 8 <= value <= 16:
+            raise ValueError(f"input_bits must be auto or 8 to 16, not {value}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -140,7 +140,8 @@ def _explain(data: bytes) -> str:
 
 
 def to_uint8(channel: np.ndarray, bits: int = 16) -> np.ndarray:
-    """uint8 as is; uint16 holding `bits`-bit data scaled to 8 bits (2**bits - 1 → 255, rounded)."""
+    """uint8 as is; uint16 holding `bits`-bit data scaled to 8 bits (2**bits - 1 → 255, rounded;
+    brighter pixels saturate)."""
     if channel.dtype == np.uint8:
         return channel
     if channel.dtype == np.uint16:
@@ -154,7 +155,8 @@ def bit_depth(channels: list[np.ndarray]) -> int:
     up to a camera's depth (8, 10, 12, 14 or 16). A 12-bit camera's image in a 16-bit file is
     scaled by 4095, not 65535, which would leave it 16 grey levels (F1 0.70 instead of 0.95 on the
     four real images, and no cell at all from 10-bit data: docs/quality.md). One depth for all
-    four channels keeps their relative brightness."""
+    four channels keeps their relative brightness; across images it follows each one's peak (a
+    12-bit image whose peak is under 2048 reads 4x brighter): `input_bits` fixes it for a set."""
     peak = max((int(c.max()) for c in channels if c.size), default=0)
     bits = max(8, peak.bit_length())
     return min(16, bits + bits % 2)
@@ -179,19 +181,22 @@ def _decode_channel(path: str) -> np.ndarray:
 
 
 def read_channel(path: str) -> np.ndarray:
-    """One grayscale channel file → (H, W) uint8 (16-bit: scaled from its own `bit_depth`);
-    ImageError says what is wrong with it."""
+    """One grayscale channel file → (H, W) uint8 (16-bit: scaled from this channel's own
+    `bit_depth`, which may differ from its image's in `read_image`); ImageError says what is
+    wrong with it."""
     data = _decode_channel(path)
     return to_uint8(data, bit_depth([data]))
 
 
-def read_image(paths: list[str]) -> np.ndarray:
+def read_image(paths: list[str], bits: int | str = "auto") -> np.ndarray:
     """Channel files in CHANNELS order → (4, H, W) uint8; ImageError when sizes differ.
-    16-bit channels are scaled from the image's `bit_depth` (one for all its channels)."""
+    16-bit channels are scaled from `bits` (brighter pixels saturate), or with "auto" from the
+    image's `bit_depth` (one for all its channels)."""
     channels = [_decode_channel(p) for p in paths]
     shapes = {c.shape for c in channels}
     if len(shapes) > 1:
         sizes = ", ".join(f"{n} {c.shape[1]}x{c.shape[0]}" for n, c in zip(CHANNELS, channels))
         raise ImageError(f"channel sizes differ: {sizes}")
-    bits = bit_depth([c for c in channels if c.dtype == np.uint16])
+    if bits == "auto":
+        bits = bit_depth([c for c in channels if c.dtype == np.uint16])
     return np.stack([to_uint8(c, bits) for c in channels])

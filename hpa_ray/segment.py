@@ -74,7 +74,7 @@ def _decode(row: dict, cfg_json: str) -> dict:
     start = time.perf_counter()
     image, model_input, error = _EMPTY, _EMPTY, ""
     try:
-        image = read_image(list(row["paths"]))
+        image = read_image(list(row["paths"]), _worker_config(cfg_json).input_bits)
         model_input = _worker_steps(cfg_json)[0](image)
     except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
         image, error = _EMPTY, _error(exc, "decode")

@@ -88,6 +88,35 @@ def test_16_bit_files_holding_fewer_bits_are_scaled_from_the_depth_they_use(tmp_
     assert (read_image([str(tmp_path / f"b_{c}.png") for c in CHANNELS]) == 200).all()
 
 
+def test_input_bits_scales_every_image_alike_through_the_segment_stage(tmp_path):
+    """Two images of one 12-bit camera, one dim (peak 1000): auto reads each from its own depth
+    (the dim one from 10 bits), `input_bits: 12` both from 4095, and 16 as the full range."""
+    from hpa_ray.config import SegmentConfig
+    from hpa_ray.segment import _decode
+
+    for image_id, peak in (("bright", 4095), ("dim", 1000)):
+        for c in CHANNELS:
+            cv2.imwrite(str(tmp_path / f"{image_id}_{c}.png"), np.full((8, 8), peak, np.uint16))
+
+    def decoded(image_id, **cfg):
+        row = {
+            "image_id": image_id,
+            "labels_text": "",
+            "paths": [str(tmp_path / f"{image_id}_{c}.png") for c in CHANNELS],
+        }
+        out = _decode(row, SegmentConfig(**cfg).model_dump_json())
+        assert not out["error"], out["error"]
+        return int(out["image"].max())
+
+    assert (decoded("bright"), decoded("dim")) == (255, round(1000 * 255 / 1023))
+    assert (decoded("bright", input_bits=12), decoded("dim", input_bits=12)) == (255, round(1000 * 255 / 4095))
+    assert decoded("dim", input_bits=16) == round(1000 * 255 / 65535)
+    assert decoded("bright", input_bits=10) == 255, "brighter than the depth given: saturates"
+    for wrong in (7, 17):
+        with pytest.raises(ValueError, match="input_bits must be auto or 8 to 16"):
+            SegmentConfig(input_bits=wrong)
+
+
 @pytest.mark.parametrize("bits", [10, 12, 14])
 def test_a_real_image_stored_at_fewer_bits_in_16_bit_files_reads_as_the_8_bit_original(shared_data, tmp_path, bits):
     from tests.conftest import HPA_REAL, real_image_ids
