@@ -137,6 +137,21 @@ def _route_raylet_notices() -> None:
     worker.print_to_stdstream = print_to_stdstream
 
 
+FAILURES_SHOWN = 20  # `failed:` lines on the console before one line says how many more
+
+
+def print_failures(failed: list[tuple[str, str]], listed_in: str, shown: int = FAILURES_SHOWN) -> None:
+    """`  failed: ID: error` on stderr for the first `shown` (image ID, error) pairs, then one line
+    with how many more and where every one is listed: a subset of Kaggle's images run against its
+    full train.csv would otherwise print tens of thousands of lines."""
+    import sys
+
+    for image_id, error in failed[:shown]:
+        print(f"  failed: {image_id}: {error}", file=sys.stderr)
+    if len(failed) > shown:
+        print(f"  ... and {len(failed) - shown} more failed; every failure is listed in {listed_in}", file=sys.stderr)
+
+
 def tune_verbosity() -> int | None:
     """Tune's RunConfig(verbose=…): its status tables only when not quiet."""
     return 0 if quiet() else None

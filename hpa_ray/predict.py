@@ -250,7 +250,26 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
         storage.delete_file(partial)
         raise
     storage.move_file(partial, output)
+    _write_failures(rows, output)
     return PredictResult(rows, str(output), time.perf_counter() - start)
+
+
+def failures_path(output) -> str:
+    """Where predict lists the images it could not predict (ID, error): NAME.failed.csv beside
+    the submission NAME.csv."""
+    name = storage.name(output)
+    stem = name[: -len(".csv")] if name.lower().endswith(".csv") else name
+    return storage.join(storage.parent(storage.absolute(output)), f"{stem}.failed.csv")
+
+
+def _write_failures(rows: pd.DataFrame, output) -> None:
+    """The failed images' IDs and errors beside the submission, or no such file when none failed
+    (an earlier run's list would mislead)."""
+    failed = rows.loc[rows.status != "ok", ["ID", "error"]]
+    if len(failed):
+        storage.write_text(failures_path(output), failed.to_csv(index=False))
+    else:
+        storage.delete_file(failures_path(output))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 def _predict_cli(args) -> int:
     cfg = load_config(PredictConfig, args.config, args.overrides)
     result = run_predict(args.images, args.run_dir, args.out, cfg, args.ids)
-    for row in result.failed.itertuples():
-        print(f"  failed: {row.ID}: {row.error}", file=sys.stderr)
+    console.print_failures([(row.ID, row.error) for row in result.failed.itertuples()], failures_path(result.output))
     n = len(result.images)
     print(f"predict: {n} images ({len(result.failed)} failed), {int(result.images.n_cells.sum())} cells, "
           f"{result.seconds:.1f} s ({n / result.seconds:.2f} images/s) → {result.output} (validated)")  # fmt: skip

@@ -439,8 +439,8 @@ def _segment_cli(args, overrides: list[str]) -> int:
     result = run_segment(args.images, args.out, cfg, args.labels, args.overwrite)
     if result.unlisted:
         print(f"note: {result.unlisted} image(s) in {args.images} are not in {args.labels}; not run", file=sys.stderr)
-    for row in result.failed.itertuples():
-        print(f"  failed: {row.image_id}: {row.error}", file=sys.stderr)
+    failed = [(row.image_id, row.error) for row in result.failed.itertuples()]
+    console.print_failures(failed, SegmentOutput(args.out).manifest)
     print(summary_line(result))
     print(json.dumps({"cells": SegmentOutput(args.out).cells, "manifest": SegmentOutput(args.out).manifest}))
     return EXIT_SOME_FAILED if len(result.failed) else 0

@@ -68,3 +68,13 @@ def test_raylet_worker_pool_notice_goes_to_the_log_and_other_raylet_messages_sta
     out = capsys.readouterr().out
     assert killed in out and "12 PYTHON worker processes" not in out and "14 PYTHON worker processes" in out
     assert "12 PYTHON worker processes" in logged.read_text()
+
+
+def test_failures_beyond_the_first_twenty_are_counted_and_pointed_to(capsys):
+    failed = [(f"img-{i}", "missing channel file(s)") for i in range(25)]
+    console.print_failures(failed, "out/images.parquet")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == console.FAILURES_SHOWN + 1 and lines[0] == "  failed: img-0: missing channel file(s)"
+    assert lines[-1] == "  ... and 5 more failed; every failure is listed in out/images.parquet"
+    console.print_failures(failed[:3], "out/images.parquet")
+    assert capsys.readouterr().err.count("failed:") == 3, "a few: each on its line, no count"

@@ -121,6 +121,21 @@ def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, syn
     assert sub.loc[broken, "ImageWidth"] == "1024"  # from the IDs file: the image could not tell
     good = [i for i in ids if i != broken]
     assert all(sub.loc[i, "PredictionString"] for i in good)
+    listed = pd.read_csv(tmp_path / "s.failed.csv").set_index("ID")  # every failure, beside the submission
+    assert sorted(listed.index) == sorted([broken, "absent-image"]) and "cannot decode" in listed.loc[broken, "error"]
+
+
+def test_the_failures_file_goes_when_a_run_has_none(tmp_path):
+    from hpa_ray.predict import _write_failures, failures_path
+
+    out = tmp_path / "sub.csv"
+    assert failures_path(out) == str(tmp_path / "sub.failed.csv")
+    assert failures_path("s3://bucket/runs/sub.csv") == "s3://bucket/runs/sub.failed.csv"
+    rows = pd.DataFrame({"ID": ["a", "b"], "status": ["ok", "error"], "error": ["", "cannot decode b_red.png"]})
+    _write_failures(rows, out)
+    assert pd.read_csv(failures_path(out)).to_dict("records") == [{"ID": "b", "error": "cannot decode b_red.png"}]
+    _write_failures(rows.assign(status="ok"), out)
+    assert not (tmp_path / "sub.failed.csv").exists()
 
 
 def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path, capsys):
