@@ -67,8 +67,10 @@ def _scan(input_dir: str) -> dict[str, dict[str, list[str]]]:
     return found
 
 
-def _channel_paths(image_id: str, files: dict[str, list[str]]) -> list[str]:
+def _channel_paths(image_id: str, files: dict[str, list[str]], input_dir: str) -> list[str]:
     missing = [c for c in CHANNELS if not files.get(c)]
+    if len(missing) == len(CHANNELS):  # listed in the labels CSV, not in the directory
+        raise ImageError(f"no image files for this ID in {input_dir}")
     if missing:
         raise ImageError(f"missing channel file(s) {missing} for {image_id}")
     doubled = {c: [storage.name(p) for p in files[c]] for c in CHANNELS if len(files[c]) > 1}
@@ -114,7 +116,7 @@ def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> 
             labels = format_labels(parse_labels(label_text)) if labels_csv is not None else ""
             if len(lines) > 1:
                 _check_repeats(image_id, labels, df["Label"].iloc[[n - 2 for n in lines]], labels_csv, lines)
-            paths = _channel_paths(image_id, found.get(image_id, {}))
+            paths = _channel_paths(image_id, found.get(image_id, {}), input_dir)
         except ImageError as exc:
             listing.refused.append({"image_id": image_id, "error": str(exc)})
             continue

@@ -44,7 +44,7 @@ def test_listing_with_labels_reports_each_bad_row(tmp_path):
     assert "line 5" in errors["badlab"] and "'19'" in errors["badlab"]
     assert "path separator" in errors["../up"]
     assert "more than one file" in errors["two"]
-    assert "missing channel" in errors["missing"]
+    assert errors["missing"] == f"no image files for this ID in {images}"  # predict's words for it too
     assert "empty label" in errors["empty"]
     assert listing.unlisted == 1  # "extra" has files but no row
 
