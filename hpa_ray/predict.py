@@ -190,6 +190,18 @@ def _read_ids(path: str | Path) -> pd.DataFrame:
     return ids
 
 
+def _keep_listed(listing, ids: pd.DataFrame, ids_csv, images_dir) -> None:
+    """Only the IDs file's images are run; InputError when none of them is in the directory (the
+    wrong directory, or the wrong IDs file: a submission of empty rows would be no use)."""
+    found = [e["image_id"] for e in listing.jobs + listing.refused]
+    wanted = set(ids.ID)
+    listing.jobs = [j for j in listing.jobs if j["image_id"] in wanted]
+    listing.refused = [r for r in listing.refused if r["image_id"] in wanted]
+    if not listing.jobs and not listing.refused:
+        raise InputError(f"none of the {len(ids)} IDs in {ids_csv} has image files in {images_dir}, which holds "
+                         f"{len(found)} other image(s) (e.g. {', '.join(sorted(found)[:2])})")  # fmt: skip
+
+
 def _rows(listing, results: pd.DataFrame, ids: pd.DataFrame | None, images_dir) -> pd.DataFrame:
     """One row per image in submission order: the listed IDs, or the images found. A failed or
     missing image keeps an empty prediction and takes its size from the IDs file if it has one."""
@@ -230,10 +242,9 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
     ids = _read_ids(ids_csv) if ids_csv else None
     listing = list_images(images_dir)
     if ids is not None:
-        wanted = set(ids.ID)
-        listing.jobs = [j for j in listing.jobs if j["image_id"] in wanted]
-        listing.refused = [r for r in listing.refused if r["image_id"] in wanted]
-    results = pd.DataFrame(columns=["image_id", "status", "error", "n_cells", "image_height", "image_width"])
+        _keep_listed(listing, ids, ids_csv, images_dir)
+    results = pd.DataFrame(columns=["image_id", "status", "error", "n_cells", "image_height", "image_width",
+                                    "prediction_string", "masks"])  # fmt: skip
     if listing.jobs:
         check_backend(run.segment)
         _ray.init_ray()
