@@ -29,7 +29,15 @@ from hpa_ray.layout import Fold, SegmentOutput, TrainingRun
 from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.methods import build_method, validation_metrics
 from hpa_ray.model import ModelError
-from hpa_ray.train_data import DataError, check_cells, check_segment_config, crops_bytes, fold_datasets, read_folds
+from hpa_ray.train_data import (
+    DataError,
+    check_cells,
+    check_fold,
+    check_segment_config,
+    crops_bytes,
+    fold_datasets,
+    read_folds,
+)
 
 BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
 STATE = "state.pt"
@@ -266,6 +274,8 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     check_model_config(cfg)
     check_cells(storage.absolute(cells_dir))
     check_segment_config(storage.absolute(cells_dir))
+    folds = read_folds(folds_csv)  # a wrong folds file or fold is said before Ray starts (seconds)
+    check_fold(folds, fold)
     _ray.init_ray()
     run_dir, cells_dir = storage.absolute(run_dir), storage.absolute(cells_dir)
     fold_dir = TrainingRun(run_dir).fold(fold).root
@@ -273,7 +283,7 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
     storage.makedirs(fold_dir)
     _write_run_config(fold_dir, cfg, cells_dir)
-    train_ds, val_ds = fold_datasets(cells_dir, read_folds(folds_csv), fold, cache=caches_crops(cfg, cells_dir),
+    train_ds, val_ds = fold_datasets(cells_dir, folds, fold, cache=caches_crops(cfg, cells_dir),
                                      bags=cfg.method == "bag", seed=cfg.seed)  # fmt: skip
     gpu = _use_gpu(cfg)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}

@@ -184,8 +184,7 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = 
     """
     import ray
 
-    if fold not in set(folds.fold):
-        raise DataError(f"fold {fold} is not in the folds file (folds: {sorted(set(folds.fold))})")
+    check_fold(folds, fold)
     id_sets = [pa.array(folds.image_id[folds.fold != fold].astype(str).tolist(), pa.string()),
                pa.array(folds.image_id[folds.fold == fold].astype(str).tolist(), pa.string())]  # fmt: skip
     dataset = storage.parquet_dataset(cells_dir) if cache else None
@@ -198,6 +197,12 @@ def fold_datasets(cells_dir: str, folds: pd.DataFrame, fold: int, cache: bool = 
         train, val = (_read_by_ray_data(cells, ids, cache) for ids in id_sets)
     # Training blocks in a new order each epoch (the workers' shuffle buffer mixes within).
     return train.randomize_block_order(seed=seed), val
+
+
+def check_fold(folds: pd.DataFrame, fold: int) -> None:
+    """DataError when `fold` is not one of the folds file's."""
+    if fold not in set(folds.fold):
+        raise DataError(f"fold {fold} is not in the folds file (folds: {sorted(set(folds.fold))})")
 
 
 def _read_by_ray_data(cells, image_ids: pa.Array, cache: bool):

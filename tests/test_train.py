@@ -27,6 +27,7 @@ from hpa_ray.train import _train_epoch, _Worker, concurrent_trials, fit_fold, ma
 from hpa_ray.train_data import (
     IN_PROCESS_MAX_BYTES,
     CellCollate,
+    DataError,
     crops_bytes,
     crops_to_numpy,
     fold_datasets,
@@ -172,6 +173,17 @@ def test_a_bag_fold_learns_reports_both_levels_and_resumes_after_a_killed_worker
     model = build_model(cfg)
     model.load_state_dict(torch.load(fold_dir / "best" / "model.pt", weights_only=True))
     assert model.pooling == "attention"
+
+
+def test_a_wrong_folds_file_or_fold_is_said_before_ray_starts(cells, tmp_path, monkeypatch):
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started before the folds were checked")
+
+    monkeypatch.setattr("hpa_ray._ray.init_ray", no_ray)
+    with pytest.raises(DataError, match="fold 7 is not in the folds file"):
+        fit_fold(cells["cells"], cells["folds"], 7, tmp_path / "run", TrainConfig(**FAST))
+    with pytest.raises(DataError, match="does not exist"):
+        fit_fold(cells["cells"], tmp_path / "nope.csv", 0, tmp_path / "run", TrainConfig(**FAST))
 
 
 def test_all_folds_in_parallel_through_tune_and_cli_errors(cells, tmp_path, capsys):
