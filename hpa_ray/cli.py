@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 HELP = {
     "--images": "directory of {ID}_{red,green,blue,yellow}.png|tif (local, s3://… or gs://…)",
@@ -30,6 +31,29 @@ HELP = {
     "--run-dir": "a training run directory (RUN/fold-K/best/model.pt)",
     "--out": "where the outputs go (local or a URI)",
 }
+
+
+# Stages whose --out is a file; every other stage's --out is a directory.
+FILE_OUTPUTS = ("hpa_ray.folds", "hpa_ray.predict", "hpa_ray.evaluate")
+
+
+def output_problem(path: str, kind: str) -> str | None:
+    """What is wrong with a local output `path` for a `kind` ("dir" or "file") output before
+    anything runs (a stage would otherwise fail at its first write, or after its work), or None.
+    URIs are not checked here (a lookup in object storage)."""
+    from hpa_ray import storage
+
+    if storage.is_uri(path):
+        return None
+    p = Path(path)
+    if kind == "dir" and p.exists() and not p.is_dir():
+        return "is a file; it takes a directory"
+    if kind == "file" and p.is_dir():
+        return "is a directory; it takes a file's path"
+    above = next((q for q in p.parents if q.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot be made: {above} is a file"
+    return None
 
 
 class _Deprecated(argparse.Action):
@@ -51,6 +75,7 @@ class StageParser(argparse.ArgumentParser):
     def __init__(self, module: str, doc: str | None, epilog: str | None = None):
         super().__init__(prog=f"python -m {module}", description=(doc or "").splitlines()[0], epilog=epilog)
         self._required: list[tuple[str, str]] = []
+        self._out_kind = "file" if module in FILE_OUTPUTS else "dir"
 
     def flag(self, name: str, *, required: bool = False, old: tuple[str, ...] = (), help: str | None = None, **kw):
         """--name (help from HELP unless given); `old`: deprecated spellings of the same flag."""
@@ -76,6 +101,9 @@ class StageParser(argparse.ArgumentParser):
         missing = [name for name, dest in self._required if getattr(args, dest) is None]
         if missing:
             self.error(f"the following arguments are required: {', '.join(missing)}")
+        out = getattr(args, "out", None)
+        if out and (problem := output_problem(out, self._out_kind)):
+            self.error(f"--out {out} {problem}")
         return args
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray, console
+from hpa_ray import _ray, cli, console
 from hpa_ray.backbones import backbone_names
 from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig, SynthConfig, TrainConfig, TuneConfig
 from hpa_ray.evaluate import evaluate, read_truth
@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                         "efficientnet-b2 wants a GPU)")  # fmt: skip
     console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    if problem := cli.output_problem(args.out, "dir"):
+        parser.error(f"--out {args.out} {problem}")
     log_file = console.log_file_for(args.out, "demo")
     console.setup(log_file, args.verbose)
     start = time.perf_counter()

@@ -115,11 +115,17 @@ def evaluate(submission: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float
     """Score a submission (ID, ImageWidth, ImageHeight, PredictionString) against per-cell truth.
 
     Returns {"mAP", "per_class_ap" (class name → AP, null without true cells),
-    "true_cells" (per class), "predictions", "images"}.
+    "true_cells" (per class), "predictions", "images", "images_without_rows" (truth images the
+    submission lacks), "rows_without_cells" (submission images with no true cell)}; EvaluateError
+    when no submission image is in the truth.
     """
     predictions = _predictions(submission)
     truth = truth.reset_index(drop=True)
     truth_by_image = {k: g for k, g in truth.groupby("image_id", sort=False)}
+    if predictions and truth_by_image and not set(predictions) & set(truth_by_image):
+        raise EvaluateError(f"no image of the submission ({len(predictions)}, e.g. {min(predictions)}) has "
+                            f"cells in the truth ({len(truth_by_image)}, e.g. {min(truth_by_image)}): "
+                            "the wrong files?")  # fmt: skip
     labels = np.zeros((0, NUM_CLASSES), np.uint8)
     if len(truth):
         labels = np.stack([np.asarray(v, np.uint8) for v in truth["labels"]])
@@ -149,6 +155,8 @@ def evaluate(submission: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float
         "true_cells": {name: int(n) for name, n in zip(CLASS_NAMES, n_true)},
         "predictions": int(n_preds),
         "images": len(set(predictions) | set(truth_by_image)),
+        "images_without_rows": len(set(truth_by_image) - set(predictions)),  # their cells: all missed
+        "rows_without_cells": len(set(predictions) - set(truth_by_image)),  # their predictions: all false
     }
 
 
@@ -184,7 +192,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate_cli(args) -> int:
-    text = json.dumps(evaluate_files(args.submission, args.truth), indent=2)
+    scores = evaluate_files(args.submission, args.truth)
+    if scores["images_without_rows"]:
+        print(f"warning: {scores['images_without_rows']} image(s) of the truth have no row in {args.submission}: "
+              "their cells count as missed", file=sys.stderr)  # fmt: skip
+    if scores["rows_without_cells"]:
+        print(f"warning: {scores['rows_without_cells']} row(s) of {args.submission} name images with no cell in "
+              "the truth: their predictions count as false positives", file=sys.stderr)  # fmt: skip
+    text = json.dumps(scores, indent=2)
     if args.out:
         storage.write_text(args.out, text + "\n")
     print(text)

@@ -96,7 +96,8 @@ def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> 
     """Match image files to IDs (from the CSV when given, else from the directory)."""
     input_dir = str(input_dir)
     if not storage.is_dir(input_dir):
-        raise InputError(f"image directory {input_dir} does not exist")
+        what = "is a file, not a directory" if storage.is_file(input_dir) else "does not exist"
+        raise InputError(f"image directory {input_dir} {what}")
     found = _scan(input_dir)
     if labels_csv is None:
         entries = [(image_id, "", [0]) for image_id in sorted(found)]

@@ -158,11 +158,11 @@ def _folds(folds_csv: str, labels_csv: str | None, out: Path) -> Section:
     return Section("Folds", [(path, caption)])
 
 
-def _training(run_dir: str, out: Path) -> Section | None:
+def _training(run_dir: str, out: Path) -> Section:
     found = storage.list_files(run_dir, "fold-*/metrics.csv", recursive=True)
     metrics = {int(e.relative.split("/")[0].removeprefix("fold-")): storage.read_csv(e.path) for e in found}
     if not metrics:
-        return None
+        raise ValueError(f"--run-dir {run_dir}: no fold-K/metrics.csv (a directory written by python -m hpa_ray.train)")
     best = {f"fold {k}": t.loc[t.val_map.idxmax(), [f"ap_{c}" for c in range(NUM_CLASSES)]].to_numpy(float)
             for k, t in metrics.items()}  # fmt: skip
     ap = pd.DataFrame(best, index=range(NUM_CLASSES))

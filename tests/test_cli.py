@@ -145,3 +145,28 @@ def _trial_span(progress_csv: Path) -> tuple[float, float]:
     """A Tune trial's (start, end) in seconds since the epoch, from its progress.csv."""
     reports = pd.read_csv(progress_csv)
     return reports.timestamp.iloc[0] - reports.time_total_s.iloc[0], reports.timestamp.iloc[-1]
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "out", "problem"),
+    [
+        ("hpa_ray.segment", ["--images", "IMG"], "FILE", "is a file; it takes a directory"),
+        ("hpa_ray.train", ["--cells", "C", "--folds", "F"], "FILE", "is a file; it takes a directory"),
+        ("hpa_ray.tune", ["--cells", "C", "--folds", "F"], "FILE/run", "cannot be made: FILE is a file"),
+        ("hpa_ray.report", [], "FILE", "is a file; it takes a directory"),
+        ("hpa_ray.predict", ["--images", "IMG", "--run-dir", "R"], "DIR", "is a directory; it takes a file's path"),
+        ("hpa_ray.folds", ["--labels", "L"], "FILE/folds.csv", "cannot be made: FILE is a file"),
+        ("hpa_ray.demo", [], "FILE", "is a file; it takes a directory"),
+    ],
+)
+def test_an_unusable_out_is_refused_before_anything_runs(module, args, out, problem, tmp_path, capsys):
+    """A file where a stage writes a directory, or the reverse, once crashed with a traceback at the
+    first write (predict's: after the whole run)."""
+    import importlib
+
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "DIR").mkdir()
+    place = lambda text: text.replace("FILE", str(tmp_path / "FILE")).replace("DIR", str(tmp_path / "DIR"))  # noqa: E731
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(module).main([*args, "--out", place(out)])
+    assert exit_.value.code == 2 and f"--out {place(out)} {place(problem)}" in capsys.readouterr().err

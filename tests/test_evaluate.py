@@ -121,7 +121,18 @@ def test_class_without_truth_is_left_out_of_the_mean():
 def test_missed_image_and_predictions_on_an_image_without_cells():
     sub = _submission({"a": [(0, 0.9, A), (0, 0.8, B), (3, 0.7, B)], "z": [(3, 0.95, C)]})
     # class 3: FP on z (0.95), TP B (0.7), C in image b never predicted: precision .5 at recall .5
-    assert _ap(evaluate(sub, TRUTH), 3) == pytest.approx(0.25)
+    result = evaluate(sub, TRUTH)
+    assert _ap(result, 3) == pytest.approx(0.25)
+    assert (result["images_without_rows"], result["rows_without_cells"]) == (1, 1)  # b, z
+
+
+def test_a_submission_of_other_images_is_refused_and_partial_coverage_is_warned(tmp_path, capsys):
+    with pytest.raises(EvaluateError, match=r"no image of the submission \(2, e.g. y\) has cells in the truth"):
+        evaluate(_submission({"y": [(0, 0.9, A)], "z": []}), TRUTH)
+    TRUTH.to_parquet(tmp_path / "truth.parquet")
+    write_submission(_submission({"a": [(0, 0.9, A)]}), tmp_path / "s.csv")
+    assert main(["--submission", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "truth.parquet")]) == 0
+    assert "warning: 1 image(s) of the truth have no row" in capsys.readouterr().err
 
 
 def test_average_precision_edge_cases():

@@ -66,6 +66,9 @@ def test_no_images_or_no_directory_is_an_input_error(tmp_path):
         list_images(tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         list_images(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="notes.txt is a file, not a directory"):
+        list_images(tmp_path / "notes.txt")
 
 
 def test_decode_16_bit_scales_to_8_bit(tmp_path):

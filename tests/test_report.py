@@ -86,6 +86,8 @@ def test_real_label_file_alone_and_bad_inputs(shared_data, tmp_path, capsys):
     assert main(["--out", str(tmp_path / "x"), "--labels", str(shared_data / "train.csv"),
                  "--folds", str(tmp_path / "folds.csv")]) == 2  # fmt: skip
     assert "no image in common" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "y"), "--run-dir", str(tmp_path / "no-run")]) == 2  # once: an empty report
+    assert "no fold-K/metrics.csv" in capsys.readouterr().err
 
 
 def test_index_renders_in_headless_chromium(pipeline, tmp_path):
