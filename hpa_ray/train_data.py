@@ -29,9 +29,20 @@ def read_folds(path: str | Path) -> pd.DataFrame:
         folds = storage.read_csv(path, dtype={"image_id": str})
     except FileNotFoundError:
         raise DataError(f"folds file {path} does not exist") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"folds file {path} is empty") from None
     if not {"image_id", "fold"} <= set(folds.columns):
         raise DataError(f"folds file {path} needs columns image_id,fold; found {list(folds.columns)}")
-    return folds
+    if folds.empty:
+        raise DataError(f"folds file {path} has a header but no rows")
+    fold = pd.to_numeric(folds.fold, errors="coerce")
+    if (bad := fold.isna() | (fold != fold.round())).any():
+        line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
+        raise DataError(f"folds file {path} line {line}: fold '{folds.fold.iloc[line - 2]}' is not a whole number")
+    doubled = folds.image_id[folds.image_id.duplicated()]
+    if len(doubled):  # an image in two folds would validate on what it trained on
+        raise DataError(f"folds file {path}: image {doubled.iloc[0]} is listed more than once")
+    return folds.assign(fold=fold.astype(int))
 
 
 def augmentation():
