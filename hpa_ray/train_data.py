@@ -121,19 +121,29 @@ def _select(table: pa.Table, image_ids: pa.Array) -> pa.Table:
 
 
 def check_cells(cells_dir: str) -> int:
-    """Every Parquet part under cells_dir opens and holds the training columns; → the number of
-    parts. DataError naming the first broken part (a truncated file would otherwise fail a
-    training worker minutes later, without its name)."""
+    """Every Parquet part under cells_dir opens and holds the training columns, and the first
+    part with cells has labels; → the number of parts. DataError naming the first broken part (a
+    truncated file would otherwise fail a training worker minutes later, without its name), or
+    saying the cells are unlabelled (images segmented without --labels: training on them ran
+    with NaN losses to a val_map of 0)."""
     import pyarrow.parquet as pq
 
     parts = storage.list_files(cells_dir, "*.parquet", recursive=True)
     if not parts:
         raise DataError(f"no cells (*.parquet) under {cells_dir}: run python -m hpa_ray.segment first")
     fs, _ = storage.resolve(cells_dir)
+    labels_seen = False
     for part in parts:
         try:
             with fs.open_input_file(storage.resolve(part.path)[1]) as f:
-                names = pq.ParquetFile(f).schema_arrow.names
+                file = pq.ParquetFile(f)
+                names = file.schema_arrow.names
+                if not labels_seen and "labels" in names and file.metadata.num_rows:
+                    labels_seen = True
+                    if file.read(columns=["labels"]).column("labels").null_count == file.metadata.num_rows:
+                        raise DataError(f"the cells under {cells_dir} have no labels (their images were segmented "
+                                        "without --labels, as test images are): segment the training images with "
+                                        "--labels (an ID,Label CSV) to train on them")  # fmt: skip
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"{part.path}: not a readable Parquet file ({exc}); segment again into that "
                             "directory (it redoes the image) or remove the file") from None  # fmt: skip

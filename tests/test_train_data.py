@@ -46,3 +46,22 @@ def test_a_good_folds_file_reads_with_integer_folds(tmp_path):
     (tmp_path / "folds.csv").write_text("image_id,fold\n007,0\nb,2.0\n")
     folds = read_folds(tmp_path / "folds.csv")
     assert folds.image_id.tolist() == ["007", "b"] and folds.fold.tolist() == [0, 2] and folds.fold.dtype.kind == "i"
+
+
+def test_unlabelled_cells_are_refused_for_training(tmp_path):
+    """Cells of images segmented without --labels (null labels) once trained to NaN losses and a
+    val_map of 0 without a word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hpa_ray.train_data import DataError, check_cells
+
+    labels = pa.array([None, None], pa.list_(pa.uint8()))
+    cells = pa.table({"image_id": ["a", "a"], "crop": pa.array([b"x", b"y"], pa.binary(1)), "labels": labels})
+    (tmp_path / "cells").mkdir()
+    pq.write_table(cells, tmp_path / "cells" / "part-0.parquet")
+    with pytest.raises(DataError, match="have no labels .* segment the training images with --labels"):
+        check_cells(str(tmp_path / "cells"))
+    labelled = cells.set_column(2, "labels", pa.array([[0] * 19, [1] + [0] * 18], pa.list_(pa.uint8())))
+    pq.write_table(labelled, tmp_path / "cells" / "part-0.parquet")
+    assert check_cells(str(tmp_path / "cells")) == 1
