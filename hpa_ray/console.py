@@ -195,6 +195,23 @@ class Progress:
                 last = done
 
 
+def tune_callbacks(label_key: str | None, total_epochs: int) -> list:
+    """A Tune run's console callbacks: `EpochLines`, and while the console is quiet, Tune's own
+    trial printer with its lines sent to the log file. Tune adds that printer when none is given,
+    and its "Trial … completed. Last result: …" ignores `verbose` (a rerun over finished trials
+    printed one per trial)."""
+    callbacks = [epoch_callback(label_key, total_epochs)]
+    if quiet():
+        from ray.tune.progress_reporter import TrialProgressCallback
+
+        class TrialLinesToLog(TrialProgressCallback):
+            def _print(self, msg: str) -> None:
+                logging.getLogger("ray.tune").info(msg)
+
+        callbacks.append(TrialLinesToLog())
+    return callbacks
+
+
 def epoch_callback(label_key: str | None, total_epochs: int):
     """A Ray Tune callback printing one line per trial and epoch (EpochLines), made lazily
     so that importing this module does not import Ray Tune."""

@@ -112,7 +112,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
             search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),
-                                  callbacks=[console.epoch_callback(None, cfg.max_epochs())]),  # fmt: skip
+                                  callbacks=console.tune_callbacks(None, cfg.max_epochs())),  # fmt: skip
     )  # fmt: skip
 
 

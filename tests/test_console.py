@@ -78,3 +78,22 @@ def test_failures_beyond_the_first_twenty_are_counted_and_pointed_to(capsys):
     assert lines[-1] == "  ... and 5 more failed; every failure is listed in out/images.parquet"
     console.print_failures(failed[:3], "out/images.parquet")
     assert capsys.readouterr().err.count("failed:") == 3, "a few: each on its line, no count"
+
+
+def test_tunes_trial_printer_writes_to_the_log_while_the_console_is_quiet(tmp_path, monkeypatch, capsys):
+    from ray.tune.progress_reporter import TrialProgressCallback
+
+    class Trial:
+        last_result: dict = {}
+
+        def __str__(self):
+            return "_fold_trial_00000"
+
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    monkeypatch.setattr(console, "_LOG_FILE", [])
+    assert len(console.tune_callbacks("fold", 2)) == 1, "library use: Tune adds its own printer, as it does"
+    monkeypatch.setattr(console, "_LOG_FILE", [tmp_path / "x.log"])
+    printers = [c for c in console.tune_callbacks("fold", 2) if isinstance(c, TrialProgressCallback)]
+    assert len(printers) == 1, "given, Tune adds no printer of its own"
+    printers[0].on_trial_complete(0, [], Trial())  # a finished trial met again on a rerun
+    assert "completed" not in capsys.readouterr().out
