@@ -199,9 +199,9 @@ def tune_callbacks(label_key: str | None, total_epochs: int) -> list:
     """A Tune run's console callbacks: `EpochLines`, and while the console is quiet, Tune's own
     trial printer with its lines sent to the log file. Tune adds that printer when none is given,
     and its "Trial … completed. Last result: …" ignores `verbose` (a rerun over finished trials
-    printed one per trial)."""
+    printed one per trial). A resumed search keeps the callbacks it was started with."""
     callbacks = [epoch_callback(label_key, total_epochs)]
-    if quiet():
+    if quiet() and os.environ.get("RAY_AIR_NEW_OUTPUT") == "0":  # Tune's newer output has its own printer
         from ray.tune.progress_reporter import TrialProgressCallback
 
         class TrialLinesToLog(TrialProgressCallback):

@@ -116,13 +116,15 @@ def evaluate(submission: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float
 
     Returns {"mAP", "per_class_ap" (class name → AP, null without true cells),
     "true_cells" (per class), "predictions", "images", "images_without_rows" (truth images the
-    submission lacks), "rows_without_cells" (submission images with no true cell)}; EvaluateError
-    when no submission image is in the truth.
+    submission lacks), "rows_without_cells" (submission rows with predictions for images with no true
+    cell)}; EvaluateError when the truth has no cell or no submission image is in it.
     """
     predictions = _predictions(submission)
     truth = truth.reset_index(drop=True)
     truth_by_image = {k: g for k, g in truth.groupby("image_id", sort=False)}
-    if predictions and truth_by_image and not set(predictions) & set(truth_by_image):
+    if not truth_by_image:
+        raise EvaluateError("the truth has no cell: nothing to score against")
+    if predictions and not set(predictions) & set(truth_by_image):
         raise EvaluateError(f"no image of the submission ({len(predictions)}, e.g. {min(predictions)}) has "
                             f"cells in the truth ({len(truth_by_image)}, e.g. {min(truth_by_image)}): "
                             "the wrong files?")  # fmt: skip
@@ -156,7 +158,7 @@ def evaluate(submission: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float
         "predictions": int(n_preds),
         "images": len(set(predictions) | set(truth_by_image)),
         "images_without_rows": len(set(truth_by_image) - set(predictions)),  # their cells: all missed
-        "rows_without_cells": len(set(predictions) - set(truth_by_image)),  # their predictions: all false
+        "rows_without_cells": len({i for i, (p, _) in predictions.items() if p} - set(truth_by_image)),  # all FP
     }
 
 

@@ -268,9 +268,8 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
 def failures_path(output) -> str:
     """Where predict lists the images it could not predict (ID, error): NAME.failed.csv beside
     the submission NAME.csv."""
-    name = storage.name(output)
-    stem = name[: -len(".csv")] if name.lower().endswith(".csv") else name
-    return storage.join(storage.parent(storage.absolute(output)), f"{stem}.failed.csv")
+    output = str(output)  # the submission's own spelling: local, file:// or a URI
+    return (output[: -len(".csv")] if output.lower().endswith(".csv") else output) + ".failed.csv"
 
 
 def _write_failures(rows: pd.DataFrame, output) -> None:

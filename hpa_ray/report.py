@@ -158,11 +158,13 @@ def _folds(folds_csv: str, labels_csv: str | None, out: Path) -> Section:
     return Section("Folds", [(path, caption)])
 
 
+def _fold_metrics(run_dir: str) -> list:
+    return storage.list_files(run_dir, "fold-*/metrics.csv", recursive=True)
+
+
 def _training(run_dir: str, out: Path) -> Section:
-    found = storage.list_files(run_dir, "fold-*/metrics.csv", recursive=True)
+    found = _fold_metrics(run_dir)
     metrics = {int(e.relative.split("/")[0].removeprefix("fold-")): storage.read_csv(e.path) for e in found}
-    if not metrics:
-        raise ValueError(f"--run-dir {run_dir}: no fold-K/metrics.csv (a directory written by python -m hpa_ray.train)")
     best = {f"fold {k}": t.loc[t.val_map.idxmax(), [f"ap_{c}" for c in range(NUM_CLASSES)]].to_numpy(float)
             for k, t in metrics.items()}  # fmt: skip
     ap = pd.DataFrame(best, index=range(NUM_CLASSES))
@@ -216,6 +218,8 @@ def _index(sections: list[Section], out: Path) -> Path:
 def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, truth=None, submission=None,
                search_dir=None) -> Path:  # fmt: skip
     """Write the figures for the inputs given and out/index.html; returns its path."""
+    if run_dir and not _fold_metrics(str(run_dir)):  # before any figure is written
+        raise ValueError(f"--run-dir {run_dir}: no fold-K/metrics.csv (a directory written by python -m hpa_ray.train)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sections: list[Section | None] = []

@@ -26,7 +26,7 @@ class DataError(ValueError):
 
 def read_folds(path: str | Path) -> pd.DataFrame:
     try:
-        folds = storage.read_csv(path, dtype={"image_id": str})
+        folds = storage.read_csv(path, dtype={"image_id": str}, keep_default_na=False)  # an ID "NA" stays "NA"
     except FileNotFoundError:
         raise DataError(f"folds file {path} does not exist") from None
     except pd.errors.EmptyDataError:
@@ -35,10 +35,14 @@ def read_folds(path: str | Path) -> pd.DataFrame:
         raise DataError(f"folds file {path} needs columns image_id,fold; found {list(folds.columns)}")
     if folds.empty:
         raise DataError(f"folds file {path} has a header but no rows")
+    if (folds.image_id.str.strip() == "").any():
+        raise DataError(f"folds file {path}: row {int((folds.image_id.str.strip() == '').to_numpy().argmax()) + 1} "
+                        "has an empty image_id")  # fmt: skip
     fold = pd.to_numeric(folds.fold, errors="coerce")
-    if (bad := fold.isna() | (fold != fold.round())).any():
-        line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
-        raise DataError(f"folds file {path} line {line}: fold '{folds.fold.iloc[line - 2]}' is not a whole number")
+    if (bad := ~np.isfinite(fold) | (fold != fold.round())).any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(f"folds file {path}: image {folds.image_id.iloc[row]}: fold '{folds.fold.iloc[row]}' "
+                        "is not a whole number")  # fmt: skip
     doubled = folds.image_id[folds.image_id.duplicated()]
     if len(doubled):  # an image in two folds would validate on what it trained on
         raise DataError(f"folds file {path}: image {doubled.iloc[0]} is listed more than once")
@@ -143,7 +147,8 @@ def check_cells(cells_dir: str) -> int:
                     if file.read(columns=["labels"]).column("labels").null_count == file.metadata.num_rows:
                         raise DataError(f"the cells under {cells_dir} have no labels (their images were segmented "
                                         "without --labels, as test images are): segment the training images with "
-                                        "--labels (an ID,Label CSV) to train on them")  # fmt: skip
+                                        "--labels (an ID,Label CSV) into a new --out, or with --overwrite (a rerun "
+                                        "skips the images already done)")  # fmt: skip
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"{part.path}: not a readable Parquet file ({exc}); segment again into that "
                             "directory (it redoes the image) or remove the file") from None  # fmt: skip

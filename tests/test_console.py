@@ -90,6 +90,7 @@ def test_tunes_trial_printer_writes_to_the_log_while_the_console_is_quiet(tmp_pa
             return "_fold_trial_00000"
 
     monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")  # as console.setup leaves it
     monkeypatch.setattr(console, "_LOG_FILE", [])
     assert len(console.tune_callbacks("fold", 2)) == 1, "library use: Tune adds its own printer, as it does"
     monkeypatch.setattr(console, "_LOG_FILE", [tmp_path / "x.log"])

@@ -129,6 +129,9 @@ def test_missed_image_and_predictions_on_an_image_without_cells():
 def test_a_submission_of_other_images_is_refused_and_partial_coverage_is_warned(tmp_path, capsys):
     with pytest.raises(EvaluateError, match=r"no image of the submission \(2, e.g. y\) has cells in the truth"):
         evaluate(_submission({"y": [(0, 0.9, A)], "z": []}), TRUTH)
+    with pytest.raises(EvaluateError, match="the truth has no cell"):
+        evaluate(_submission({"a": [(0, 0.9, A)]}), TRUTH.iloc[:0])
+    assert evaluate(_submission({"a": [(0, 0.9, A)], "black": []}), TRUTH)["rows_without_cells"] == 0, "no prediction"
     TRUTH.to_parquet(tmp_path / "truth.parquet")
     write_submission(_submission({"a": [(0, 0.9, A)]}), tmp_path / "s.csv")
     assert main(["--submission", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "truth.parquet")]) == 0

@@ -26,8 +26,10 @@ def test_flip_batch_is_exactly_the_albumentations_augmentation():
         ("", "is empty"),
         ("image_id,fold\n", "has a header but no rows"),
         ("image_id,split\na,0\n", "needs columns image_id,fold"),
-        ("image_id,fold\na,0\nb,one\n", "line 3: fold 'one' is not a whole number"),
-        ("image_id,fold\na,0\nb,1.5\n", "line 3: fold '1.5' is not a whole number"),
+        ("image_id,fold\na,0\nb,one\n", "image b: fold 'one' is not a whole number"),
+        ("image_id,fold\na,0\nb,1.5\n", "image b: fold '1.5' is not a whole number"),
+        ("image_id,fold\na,0\nb,inf\n", "image b: fold 'inf' is not a whole number"),
+        ("image_id,fold\na,0\n,1\n", "row 2 has an empty image_id"),
         ("image_id,fold\na,0\nb,1\na,1\n", "image a is listed more than once"),
     ],
 )
@@ -43,9 +45,9 @@ def test_a_folds_file_that_cannot_split_the_images_is_refused(tmp_path, text, me
 def test_a_good_folds_file_reads_with_integer_folds(tmp_path):
     from hpa_ray.train_data import read_folds
 
-    (tmp_path / "folds.csv").write_text("image_id,fold\n007,0\nb,2.0\n")
+    (tmp_path / "folds.csv").write_text("image_id,fold\n007,0\nNA,2.0\n")
     folds = read_folds(tmp_path / "folds.csv")
-    assert folds.image_id.tolist() == ["007", "b"] and folds.fold.tolist() == [0, 2] and folds.fold.dtype.kind == "i"
+    assert folds.image_id.tolist() == ["007", "NA"] and folds.fold.tolist() == [0, 2] and folds.fold.dtype.kind == "i"
 
 
 def test_unlabelled_cells_are_refused_for_training(tmp_path):
