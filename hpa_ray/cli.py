@@ -33,10 +33,6 @@ HELP = {
 }
 
 
-# Stages whose --out is a file; every other stage's --out is a directory.
-FILE_OUTPUTS = ("hpa_ray.folds", "hpa_ray.predict", "hpa_ray.evaluate")
-
-
 def output_problem(path: str, kind: str) -> str | None:
     """What is wrong with a local output `path` for a `kind` ("dir" or "file") output before
     anything runs (a stage would otherwise fail at its first write, or after its work), or None.
@@ -75,16 +71,20 @@ class StageParser(argparse.ArgumentParser):
     def __init__(self, module: str, doc: str | None, epilog: str | None = None):
         super().__init__(prog=f"python -m {module}", description=(doc or "").splitlines()[0], epilog=epilog)
         self._required: list[tuple[str, str]] = []
-        self._out_kind = "file" if module in FILE_OUTPUTS else "dir"
+        self._outputs: list[tuple[str, str, str]] = []  # (flag, dest, "dir" or "file")
 
-    def flag(self, name: str, *, required: bool = False, old: tuple[str, ...] = (), help: str | None = None, **kw):
-        """--name (help from HELP unless given); `old`: deprecated spellings of the same flag."""
+    def flag(self, name: str, *, required: bool = False, old: tuple[str, ...] = (), help: str | None = None,
+             output: str | None = None, **kw):  # fmt: skip
+        """--name (help from HELP unless given); `old`: deprecated spellings of the same flag;
+        `output`: "dir" or "file", what the stage writes there (checked by `parse`)."""
         dest = name.lstrip("-").replace("-", "_")
         self.add_argument(name, dest=dest, help=help or HELP[name], **kw)
         for spelling in old:
             self.add_argument(spelling, dest=dest, action=_Deprecated, new=name, help=argparse.SUPPRESS, **kw)
         if required:
             self._required.append((name, dest))
+        if output:
+            self._outputs.append((name, dest, output))
 
     def config(self, conf: str, example: str) -> None:
         """--config YAML, KEY=VALUE overrides and --verbose."""
@@ -101,9 +101,10 @@ class StageParser(argparse.ArgumentParser):
         missing = [name for name, dest in self._required if getattr(args, dest) is None]
         if missing:
             self.error(f"the following arguments are required: {', '.join(missing)}")
-        out = getattr(args, "out", None)
-        if out and (problem := output_problem(out, self._out_kind)):
-            self.error(f"--out {out} {problem}")
+        for name, dest, kind in self._outputs:
+            path = getattr(args, dest)
+            if path and (problem := output_problem(path, kind)):
+                self.error(f"{name} {path} {problem}")
         return args
 
 

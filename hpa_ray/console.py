@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -144,8 +145,6 @@ def print_failures(failed: list[tuple[str, str]], listed_in: str, shown: int = F
     """`  failed: ID: error` on stderr for the first `shown` (image ID, error) pairs, then one line
     with how many more and where every one is listed: a subset of Kaggle's images run against its
     full train.csv would otherwise print tens of thousands of lines."""
-    import sys
-
     for image_id, error in failed[:shown]:
         print(f"  failed: {image_id}: {error}", file=sys.stderr)
     if len(failed) > shown:

@@ -124,7 +124,8 @@ def evaluate(submission: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float
     truth_by_image = {k: g for k, g in truth.groupby("image_id", sort=False)}
     if not truth_by_image:
         raise EvaluateError("the truth has no cell: nothing to score against")
-    if predictions and not set(predictions) & set(truth_by_image):
+    submitted, true_images = set(predictions), set(truth_by_image)
+    if submitted and not submitted & true_images:
         raise EvaluateError(f"no image of the submission ({len(predictions)}, e.g. {min(predictions)}) has "
                             f"cells in the truth ({len(truth_by_image)}, e.g. {min(truth_by_image)}): "
                             "the wrong files?")  # fmt: skip
@@ -156,9 +157,9 @@ def evaluate(submission: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float
         "per_class_ap": {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, ap)},
         "true_cells": {name: int(n) for name, n in zip(CLASS_NAMES, n_true)},
         "predictions": int(n_preds),
-        "images": len(set(predictions) | set(truth_by_image)),
-        "images_without_rows": len(set(truth_by_image) - set(predictions)),  # their cells: all missed
-        "rows_without_cells": len({i for i, (p, _) in predictions.items() if p} - set(truth_by_image)),  # all FP
+        "images": len(submitted | true_images),
+        "images_without_rows": len(true_images - submitted),  # their cells: all missed
+        "rows_without_cells": len({i for i, (p, _) in predictions.items() if p} - true_images),  # all FP
     }
 
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.StageParser("hpa_ray.evaluate", __doc__)
     parser.add_argument("--submission", required=True, help="submission CSV")
     parser.add_argument("--truth", required=True, help="per-cell truth Parquet (synth's truth.parquet)")
-    parser.flag("--out", old=("--output",), help="also write the JSON here")
+    parser.flag("--out", output="file", old=("--output",), help="also write the JSON here")
     args = parser.parse(argv)
     return cli.guarded((EvaluateError, SubmissionError), lambda: _evaluate_cli(args))
 

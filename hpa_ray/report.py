@@ -162,8 +162,8 @@ def _fold_metrics(run_dir: str) -> list:
     return storage.list_files(run_dir, "fold-*/metrics.csv", recursive=True)
 
 
-def _training(run_dir: str, out: Path) -> Section:
-    found = _fold_metrics(run_dir)
+def _training(found: list, out: Path) -> Section:
+    """found: the run's fold-K/metrics.csv entries (`_fold_metrics`)."""
     metrics = {int(e.relative.split("/")[0].removeprefix("fold-")): storage.read_csv(e.path) for e in found}
     best = {f"fold {k}": t.loc[t.val_map.idxmax(), [f"ap_{c}" for c in range(NUM_CLASSES)]].to_numpy(float)
             for k, t in metrics.items()}  # fmt: skip
@@ -218,7 +218,8 @@ def _index(sections: list[Section], out: Path) -> Path:
 def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, truth=None, submission=None,
                search_dir=None) -> Path:  # fmt: skip
     """Write the figures for the inputs given and out/index.html; returns its path."""
-    if run_dir and not _fold_metrics(str(run_dir)):  # before any figure is written
+    fold_metrics = _fold_metrics(str(run_dir)) if run_dir else []
+    if run_dir and not fold_metrics:  # said before any figure is written
         raise ValueError(f"--run-dir {run_dir}: no fold-K/metrics.csv (a directory written by python -m hpa_ray.train)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,7 @@ def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, tru
     if folds:
         sections.append(_folds(str(folds), str(labels) if labels else None, out))
     if run_dir:
-        sections.append(_training(str(run_dir), out))
+        sections.append(_training(fold_metrics, out))
     if search_dir:
         from hpa_ray.report_search import search_section
 
@@ -242,7 +243,7 @@ def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, tru
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.StageParser("hpa_ray.report", __doc__)
-    parser.flag("--out", required=True, help="where the PNGs and index.html go")
+    parser.flag("--out", required=True, output="dir", help="where the PNGs and index.html go")
     parser.flag("--labels", help="labels CSV (ID,Label), e.g. ../shared/data/train.csv")
     parser.add_argument("--segment-dir", help="a segment output directory (cells/, images.parquet)")
     parser.flag("--folds", help="folds CSV (image_id,fold); per-class counts need --labels or its _balance.csv")

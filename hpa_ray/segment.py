@@ -422,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.flag("--images", required=True, old=("--input-dir",))
     parser.flag("--labels", help="CSV with ID,Label (optional; test images have none)")
     parser.flag(
-        "--out", required=True, old=("--output-dir",), help="where cells/ and images.parquet go (local or a URI)"
+        "--out",
+        required=True,
+        output="dir",
+        old=("--output-dir",),
+        help="where cells/ and images.parquet go (local or a URI)",
     )
     parser.add_argument("--backend", help=f"overrides the config's backend: {', '.join(backend_names())}, or one a "
                         "plugin registers (segment.plugins)")  # fmt: skip

@@ -422,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.flag("--folds", required=True)
     parser.add_argument("--fold", default="all", help="a fold number, or all (parallel, via Ray Tune)")
     parser.flag(
-        "--out", required=True, old=("--run-dir",), help="the run directory: fold-K/, config.yaml (local or URI)"
+        "--out",
+        required=True,
+        output="dir",
+        old=("--run-dir",),
+        help="the run directory: fold-K/, config.yaml (local or URI)",
     )
     parser.config("conf/train.yaml", "epochs=5")
     args = parser.parse(argv)

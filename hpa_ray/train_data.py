@@ -35,9 +35,8 @@ def read_folds(path: str | Path) -> pd.DataFrame:
         raise DataError(f"folds file {path} needs columns image_id,fold; found {list(folds.columns)}")
     if folds.empty:
         raise DataError(f"folds file {path} has a header but no rows")
-    if (folds.image_id.str.strip() == "").any():
-        raise DataError(f"folds file {path}: row {int((folds.image_id.str.strip() == '').to_numpy().argmax()) + 1} "
-                        "has an empty image_id")  # fmt: skip
+    if (empty := folds.image_id.str.strip() == "").any():
+        raise DataError(f"folds file {path}: row {int(empty.to_numpy().argmax()) + 1} has an empty image_id")
     fold = pd.to_numeric(folds.fold, errors="coerce")
     if (bad := ~np.isfinite(fold) | (fold != fold.round())).any():
         row = int(bad.to_numpy().argmax())
@@ -136,25 +135,24 @@ def check_cells(cells_dir: str) -> int:
     if not parts:
         raise DataError(f"no cells (*.parquet) under {cells_dir}: run python -m hpa_ray.segment first")
     fs, _ = storage.resolve(cells_dir)
-    labels_seen = False
+    labels = None  # of the first part with cells, read while it is open
     for part in parts:
         try:
             with fs.open_input_file(storage.resolve(part.path)[1]) as f:
                 file = pq.ParquetFile(f)
                 names = file.schema_arrow.names
-                if not labels_seen and "labels" in names and file.metadata.num_rows:
-                    labels_seen = True
-                    if file.read(columns=["labels"]).column("labels").null_count == file.metadata.num_rows:
-                        raise DataError(f"the cells under {cells_dir} have no labels (their images were segmented "
-                                        "without --labels, as test images are): segment the training images with "
-                                        "--labels (an ID,Label CSV) into a new --out, or with --overwrite (a rerun "
-                                        "skips the images already done)")  # fmt: skip
+                if labels is None and "labels" in names and file.metadata.num_rows:
+                    labels = file.read(columns=["labels"]).column("labels")
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"{part.path}: not a readable Parquet file ({exc}); segment again into that "
                             "directory (it redoes the image) or remove the file") from None  # fmt: skip
         missing = {"image_id", "crop", "labels"} - set(names)
         if missing:
             raise DataError(f"{part.path}: no column(s) {sorted(missing)}: not a cells file of hpa_ray.segment")
+    if labels is not None and labels.null_count == len(labels):
+        raise DataError(f"the cells under {cells_dir} have no labels (their images were segmented without --labels, "
+                        "as test images are): segment the training images with --labels (an ID,Label CSV) into a "
+                        "new --out, or with --overwrite (a rerun skips the images already done)")  # fmt: skip
     return len(parts)
 
 

@@ -185,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.flag("--cells", required=True)
     parser.flag("--folds", required=True)
     parser.flag(
-        "--out", required=True, old=("--run-dir",), help="the search directory: best_config.yaml, trials.csv, trials/"
+        "--out",
+        required=True,
+        output="dir",
+        old=("--run-dir",),
+        help="the search directory: best_config.yaml, trials.csv, trials/",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search in its --out")
     parser.config("conf/tune.yaml", "num_samples=4 train.model=tiny")
