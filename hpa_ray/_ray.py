@@ -109,8 +109,10 @@ def prewarm_workers(modules: tuple[str, ...]) -> None:
         for name in names:
             importlib.import_module(name)
 
-    # This node's CPUs at most: on a large cluster the workers warm up on their own anyway.
-    for _ in range(min(int(ray.cluster_resources().get("CPU", 1)), os.cpu_count() or 1)):
+    # This node's CPUs at most: on a large cluster the workers warm up on their own anyway. The
+    # CPUs up now, not those the cluster may grow to: a task with no CPU to run on would start a
+    # worker node only to import modules.
+    for _ in range(min(int(ray.cluster_resources().get("CPU", 0)), os.cpu_count() or 1)):
         _import.remote(modules)
 
 
@@ -122,6 +124,16 @@ def free_port() -> int:
 
 
 def cluster_resources() -> dict[str, float]:
-    import ray
+    """Per resource, what the connected cluster has or can grow to: an autoscaling cluster whose
+    GPU workers are at zero still reaches their GPUs (`hpa_ray.cluster.resources`). What every
+    "auto" setting (use a GPU, actors, concurrent trainings) is decided on."""
+    from hpa_ray.cluster.resources import reachable_resources
 
-    return ray.cluster_resources()
+    return reachable_resources()
+
+
+def use_gpu(setting: bool | str) -> bool:
+    """A config's `use_gpu`: true, false, or "auto" (the cluster has or can grow GPUs)."""
+    if setting == "auto":
+        return cluster_resources().get("GPU", 0) > 0
+    return bool(setting)

@@ -293,6 +293,7 @@ class PredictConfig(_Section):
     use_gpu: bool | Literal["auto"] = "auto"  # classify in GPU actors; auto: when the cluster has GPUs
     actors: int | Literal["auto"] = "auto"  # GPU classifier actors; auto: one per GPU
     actor_num_gpus: float = Field(0.5, gt=0, le=1)  # GPU share per classifier actor (hpa segmentation may share it)
+    actor_num_cpus: float = Field(0.5, gt=0)  # CPUs per classifier actor (it feeds the GPU; tasks cut the cells)
     # A cell's confidence with its image's (bag models: the image head; cell models: the image's
     # most confident cell): blend (1 - w) cell + w image, product cell × image, or cell alone.
     fusion: Literal["blend", "product", "cell"] = "blend"

@@ -223,6 +223,8 @@ def epoch_callback(label_key: str | None, total_epochs: int):
 
         def __init__(self):
             self.first: dict[str, tuple[float, int]] = {}  # trial → (time, epoch) of its first line
+            self.resumed: dict[str, float] = {}  # trial → the checkpoint epoch it last resumed from
+            self.fallback_said = False
 
         def _label(self, trial) -> str:
             if label_key and label_key in trial.config:
@@ -231,6 +233,7 @@ def epoch_callback(label_key: str | None, total_epochs: int):
             return "trial " + " ".join(f"{k}={v:.3g}" for k, v in params.items()) if params else str(trial)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            self._say_events(trial, result)
             epoch, now = int(result.get("epoch", 0)) + 1, time.perf_counter()
             first_time, first_epoch = self.first.setdefault(trial.trial_id, (now, epoch))
             if epoch not in (1, total_epochs) and epoch % max(1, total_epochs // 6):
@@ -241,6 +244,19 @@ def epoch_callback(label_key: str | None, total_epochs: int):
             val, best = result.get("val_map", float("nan")), result.get("best_val_map", float("nan"))
             print(f"  {self._label(trial)}  epoch {epoch}/{total_epochs}  val_map {val:.3f} (best {best:.3f})  "
                   f"{result.get('train_images_per_s', 0):.0f} cells/s  ETA {eta}", flush=True)  # fmt: skip
+
+        def _say_events(self, trial, result) -> None:
+            """What happened beside the epochs: a worker lost and resumed from a checkpoint
+            (a node gone: preempted, or its machine failed), a GPU that torch cannot see."""
+            resumed = result.get("resumed_from_epoch", -1)
+            if resumed >= 0 and self.resumed.get(trial.trial_id) != resumed:
+                self.resumed[trial.trial_id] = resumed
+                print(f"  {self._label(trial)}  its training worker was lost (a node gone, or the worker died) and "
+                      f"restarted: resumed from the checkpoint of epoch {int(resumed) + 1}", flush=True)  # fmt: skip
+            if result.get("gpu_fallback") and not self.fallback_said:
+                self.fallback_said = True
+                print("warning: the training workers were given GPUs that torch cannot see (logical GPUs of a local "
+                      "cluster, or a CPU build of torch): they train on the CPU", flush=True)  # fmt: skip
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             best = (trial.last_result or {}).get("best_val_map", float("nan"))

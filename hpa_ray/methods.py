@@ -31,7 +31,9 @@ class CellMethod:
         """seed: (seed, worker, epoch) for the augmentation and shuffle draws; None: unseeded."""
         cfg = self.cfg
         # Compiled: a last, smaller batch would compile the model a second time.
-        return shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=train and cfg.compile,
+        # The worker's own device, not Ray's "auto" (cuda:0 wherever a GPU was assigned, even one
+        # torch cannot see: see train._device).
+        return shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=train and cfg.compile, device=self.device,
                                         collate_fn=CellCollate(cfg.image_size, train and cfg.augment, seed),
                                         local_shuffle_buffer_size=_shuffle(cfg.shuffle_buffer, train),
                                         local_shuffle_seed=_int_seed(seed))  # fmt: skip
@@ -55,8 +57,7 @@ class CellMethod:
         logits = model(self._inputs(batch)).float()
         labels = batch["labels"].to(self.device)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-        # Inside Ray Train the batches come already on the worker's device (iter_torch_batches'
-        # device="auto"): every array goes back to the host.
+        # The batches come already on the worker's device (`batches`): every array goes back to the host.
         return {"loss": np.array([loss.item()]), "cell": torch.sigmoid(logits).cpu().numpy(),
                 "cell_labels": labels.cpu().numpy(), "image_of": batch["image"].cpu().numpy()}  # fmt: skip
 
@@ -77,6 +78,7 @@ class BagMethod(CellMethod):
                           image_size=cfg.image_size, rng=np.random.default_rng(seed))  # fmt: skip
         images = _shuffle(cfg.shuffle_buffer // 16, train)  # the buffer holds images here (~16 cells each)
         return shard.iter_torch_batches(batch_size=max(1, cfg.batch_size // cfg.bag_size), collate_fn=collate,
+                                        device=self.device,
                                         drop_last=train and cfg.compile, local_shuffle_buffer_size=images,
                                         local_shuffle_seed=_int_seed(seed))  # fmt: skip
 

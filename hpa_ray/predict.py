@@ -23,6 +23,7 @@ import pandas as pd
 from hpa_ray import _ray, cli, console, storage
 from hpa_ray._sink import read_ipc
 from hpa_ray.backends import BackendError, check_backend, wants_gpu
+from hpa_ray.cluster.resources import check_requests, offered_node_types
 from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, with_updates
 from hpa_ray.ensemble import Ensemble, load_model
 from hpa_ray.images import InputError, list_images
@@ -31,7 +32,8 @@ from hpa_ray.locks import LockError, owned_by_this_run
 from hpa_ray.model import ModelError
 from hpa_ray.schema import crops_to_numpy
 from hpa_ray.scoring import cell_scores
-from hpa_ray.segment import EXIT_SOME_FAILED, build_dataset, infer_in_actors, operator_reservation
+from hpa_ray.segment import EXIT_SOME_FAILED, build_dataset, infer_in_actors, operator_reservation, warn_gpu_not_used
+from hpa_ray.segment import resource_requests as segment_requests
 from hpa_ray.submission import SubmissionError, prediction_string, validate_submission, write_submission
 
 _ARCHITECTURE = ("model", "image_size", "method", "pooling", "lse_r")  # every fold of an ensemble shares these
@@ -95,9 +97,10 @@ def _classify(batch: dict, ensemble: Ensemble, cfg: PredictConfig) -> dict:
         cell_masks = table.column("mask_rle").to_pylist()
         strings.append(prediction_string(cell_masks, probs, cfg.min_confidence, cfg.top_k))
         masks.append(" ".join(cell_masks))
-    keep = ("image_id", "status", "error", "n_cells", "image_height", "image_width", "seconds")
+    keep = ("image_id", "status", "error", "n_cells", "image_height", "image_width", "seconds", "device")
     return {
         **{k: batch[k] for k in keep},
+        "classify_device": np.array([ensemble.device.type] * len(tables), object),
         "prediction_string": np.array(strings, object),
         "masks": np.array(masks, object),
     }
@@ -126,16 +129,11 @@ class _ClassifyActor:
         return _classify(batch, self.ensemble, self.cfg)
 
 
-def _use_gpu(cfg: PredictConfig) -> bool:
-    if cfg.use_gpu == "auto":
-        return _ray.cluster_resources().get("GPU", 0) > 0
-    return bool(cfg.use_gpu)
-
 
 def _share_gpus(segment: SegmentConfig, cfg: PredictConfig) -> SegmentConfig:
     """GPU segmentation actors beside GPU classifier actors: each segmentation actor takes what
     a classifier leaves of a GPU (a whole GPU each would leave one-GPU machines waiting forever)."""
-    if not (wants_gpu(segment) and _use_gpu(cfg)):
+    if not (wants_gpu(segment) and _ray.use_gpu(cfg.use_gpu)):
         return segment
     share = min(segment.actor_num_gpus, max(0.01, 1.0 - cfg.actor_num_gpus))
     return segment.model_copy(update={"actor_num_gpus": share})
@@ -147,7 +145,7 @@ def build_predict_dataset(jobs: list[dict], run: RunModels, cfg: PredictConfig):
 
     run_json = json.dumps({"paths": list(run.paths), "train": run.train.model_dump(mode="json")})
     ds = build_dataset(jobs, _share_gpus(run.segment, cfg))
-    if not _use_gpu(cfg):
+    if not _ray.use_gpu(cfg.use_gpu):
         # Fuses with the segmentation tasks (crops never leave the worker), a block at a time:
         # a batch size would coalesce blocks into fewer, longer tasks (measured: 4 images in one).
         return ds.map_batches(_classify_in_task, fn_kwargs={"run_json": run_json, "cfg_json": cfg.model_dump_json()},
@@ -158,9 +156,24 @@ def build_predict_dataset(jobs: list[dict], run: RunModels, cfg: PredictConfig):
         fn_constructor_kwargs={"run_json": run_json, "cfg_json": cfg.model_dump_json()},
         batch_size=cfg.images_per_batch,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, actors)),
-        num_cpus=0.5,
+        num_cpus=cfg.actor_num_cpus,
         num_gpus=cfg.actor_num_gpus,
     )
+
+
+def resource_requests(run: RunModels, cfg: PredictConfig) -> dict[str, dict[str, float]]:
+    """What each unit of prediction work asks of a node (all from the configs): segmentation's
+    own, and the classifier actors' when they run on GPUs."""
+    segment = _share_gpus(run.segment, cfg)
+    requests = segment_requests(segment, wants_gpu(segment))
+    if _ray.use_gpu(cfg.use_gpu):
+        requests.update(classifier_request(cfg))
+    return requests
+
+
+def classifier_request(cfg: PredictConfig) -> dict[str, dict[str, float]]:
+    """What each GPU classifier actor asks of a node."""
+    return {"classifier actor": {"CPU": cfg.actor_num_cpus, "GPU": cfg.actor_num_gpus}}
 
 
 @dataclass
@@ -248,9 +261,11 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
     if listing.jobs:
         check_backend(run.segment)
         _ray.init_ray()
+        check_requests("predict", resource_requests(run, cfg), offered_node_types())
         _ray.prewarm_workers(("ray.data", "hpa_ray.predict"))
-        with operator_reservation(enabled=infer_in_actors(run.segment) or _use_gpu(cfg)):
+        with operator_reservation(enabled=infer_in_actors(run.segment) or _ray.use_gpu(cfg.use_gpu)):
             results = _collect(build_predict_dataset(listing.jobs, run, cfg), len(listing.jobs), results.columns)
+    _warn_gpus_not_used(results, run, cfg)
     rows = _rows(listing, results, ids, images_dir)
     # Written under a name of its own, checked, then renamed: `output` is never an invalid file.
     partial = f"{output}.partial-{os.getpid()}"
@@ -263,6 +278,14 @@ def _predict(images_dir, models_dir, output, cfg: PredictConfig, ids_csv) -> Pre
     storage.move_file(partial, output)
     _write_failures(rows, output)
     return PredictResult(rows, str(output), time.perf_counter() - start)
+
+
+def _warn_gpus_not_used(results: pd.DataFrame, run: RunModels, cfg: PredictConfig) -> None:
+    ran = results[results.status == "ok"]
+    if len(ran) and wants_gpu(run.segment) and "device" in ran:
+        warn_gpu_not_used(ran.device, "segmentation actors")
+    if len(ran) and _ray.use_gpu(cfg.use_gpu) and "classify_device" in ran:
+        warn_gpu_not_used(ran.classify_device, "classifier actors")
 
 
 def failures_path(output) -> str:

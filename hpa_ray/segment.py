@@ -116,8 +116,15 @@ def _infer_batch(backend, batch: dict) -> dict:
         errors[i] = e or errors[i]
     batch["raw"] = _object_array(raws)
     batch["error"] = np.array(errors, dtype=object)
+    batch["device"] = np.array([_device_name(backend)] * len(errors), dtype=object)
     batch["seconds"] = batch["seconds"] + (time.perf_counter() - start) / max(len(errors), 1)
     return batch
+
+
+def _device_name(backend) -> str:
+    """Where a backend runs its model: "cuda" or "cpu" (a backend without a device: the CPU)."""
+    device = getattr(backend, "device", None)
+    return getattr(device, "type", None) or str(device or "cpu")
 
 
 class _SegmentActor:
@@ -141,8 +148,10 @@ def _segment_row(row: dict, cfg_json: str) -> dict:
     decoded = _decode(row, cfg_json)
     if not decoded["error"]:
         start, errors = time.perf_counter(), [""]
-        decoded["raw"] = _infer_each(_worker_backend(cfg_json), [decoded["model_input"]], errors)[0]
+        backend = _worker_backend(cfg_json)
+        decoded["raw"] = _infer_each(backend, [decoded["model_input"]], errors)[0]
         decoded["error"] = errors[0]
+        decoded["device"] = _device_name(backend)
         decoded["seconds"] += time.perf_counter() - start
     return _cut(decoded, cfg_json)
 
@@ -200,6 +209,7 @@ def _cut(row: dict, cfg_json: str) -> dict:
             out.update(status="error", error=_error(exc, "post-processing/cutting"), n_cells=0)
     out["seconds"] = float(row["seconds"]) + time.perf_counter() - start
     out["node"] = _node_id()
+    out["device"] = str(row.get("device", "")) if not error else ""
     return out
 
 
@@ -256,6 +266,32 @@ def _warn_cpu_only(cfg: SegmentConfig) -> None:
     if gpu_use(cfg) == "if_available" and not wants_gpu(cfg):
         print(f"warning: the cluster has no GPU: the {cfg.backend} backend's models run on CPU actors (slow)",
               file=sys.stderr)  # fmt: skip
+
+
+def warn_gpu_not_used(devices: pd.Series, actors: str) -> None:
+    """`actors` asked Ray for GPUs; one line when their models still ran on the CPU (`devices`,
+    one per image): a GPU that torch cannot see (a logical GPU of a local cluster, a CPU build)."""
+    on_cpu = int((devices == "cpu").sum())
+    if on_cpu:
+        print(f"warning: the {actors} were given GPUs, but torch sees none there: the models of {on_cpu} "
+              "image(s) ran on the CPU (logical GPUs of a local cluster, or a CPU build of torch)",
+              file=sys.stderr)  # fmt: skip
+
+
+def resource_requests(cfg: SegmentConfig, gpu: bool) -> dict[str, dict[str, float]]:
+    """What each unit of segmentation work asks of a node (all from the config); `gpu`: whether
+    the actors ask for GPUs (`wants_gpu` on a running cluster)."""
+    requests = {"image task (decode, cut cells)": {"CPU": cfg.task_num_cpus}}
+    if infer_in_actors(cfg):
+        requests["segmentation actor"] = {"CPU": cfg.actor_num_cpus, **({"GPU": cfg.actor_num_gpus} if gpu else {})}
+    return requests
+
+
+def check_resources(cfg: SegmentConfig) -> None:
+    """Refuse (ResourceError, exit 2) work that no node of the connected cluster can hold."""
+    from hpa_ray.cluster.resources import check_requests, offered_node_types
+
+    check_requests("segment", resource_requests(cfg, wants_gpu(cfg)), offered_node_types())
 
 
 @contextlib.contextmanager
@@ -331,7 +367,8 @@ def read_manifest_parts(out_dir: str | Path) -> pd.DataFrame:
 def _finalize_manifest(out_dir: str) -> pd.DataFrame:
     """OUT/images.parquet: one row per image; an ok row wins over earlier failures."""
     rows = read_manifest_parts(out_dir)
-    rows["node"] = rows["node"].fillna("") if "node" in rows else ""  # parts written before the column
+    for column in ("node", "device"):  # parts written before the column
+        rows[column] = rows[column].fillna("") if column in rows else ""
     rows["_ok"] = rows.status == "ok"
     rows = rows.reset_index().sort_values(["_ok", "index"]).drop_duplicates("image_id", keep="last")
     manifest = rows.sort_values("image_id")[list(MANIFEST_COLUMNS)].reset_index(drop=True)
@@ -352,6 +389,7 @@ def _write_refused(out_dir: str, refused: list[dict]) -> None:
                 "image_width": 0,
                 "seconds": 0.0,
                 "node": "",
+                "device": "",
             }
             for r in refused
         ]
@@ -389,6 +427,7 @@ def _segment_into(out_dir: str, listing, input_dir, cfg: SegmentConfig, labels_c
     if jobs:
         check_backend(cfg)
         _ray.init_ray()
+        check_resources(cfg)
         _ray.prewarm_workers(("ray.data", "hpa_ray.segment"))
         _warn_cpu_only(cfg)
         before = {p.path for p in _manifest_parts(out_dir)}
@@ -399,6 +438,8 @@ def _segment_into(out_dir: str, listing, input_dir, cfg: SegmentConfig, labels_c
             build_dataset(jobs, cfg).write_datasink(CellsSink(out_dir))
     manifest = _finalize_manifest(out_dir)
     ran = manifest[manifest.image_id.isin({j["image_id"] for j in jobs})]
+    if jobs and wants_gpu(cfg):
+        warn_gpu_not_used(ran.device, "segmentation actors")
     cells = int(ran.n_cells.sum())
     seconds = time.perf_counter() - start
     return SegmentResult(manifest, len(jobs), len(listing.jobs) - len(jobs), cells, seconds, listing.unlisted)

@@ -44,11 +44,6 @@ STATE = "state.pt"
 EpochHook = Callable[[int, str], None]  # (epoch, fold_dir), in the rank-0 worker as each epoch starts
 
 
-def _use_gpu(cfg: TrainConfig) -> bool:
-    if cfg.use_gpu == "auto":
-        return _ray.cluster_resources().get("GPU", 0) > 0
-    return bool(cfg.use_gpu)
-
 
 def _gather(array: np.ndarray) -> np.ndarray:
     """Concatenate an array over all workers (validation predictions of every shard)."""
@@ -132,14 +127,14 @@ def _setup_worker(config: dict) -> _Worker:
     cfg = TrainConfig.model_validate(config["train"])
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
-    ctx, device = ray.train.get_context(), ray.train.torch.get_device()
+    ctx, device = ray.train.get_context(), _device()
     amp = cfg.mixed_precision is True or (cfg.mixed_precision == "auto" and device.type == "cuda")
     channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and (amp or device.type == "cpu"))
     model = build_model(cfg)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True  # bag models convert the cells they gather
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(model, move_to_device=device)
     bare = model.module if hasattr(model, "module") else model
     if cfg.compile:
         model = torch.compile(model)  # shares bare's parameters; evaluation runs uncompiled
@@ -148,6 +143,26 @@ def _setup_worker(config: dict) -> _Worker:
     return _Worker(cfg, config["fold_dir"], ctx.get_world_rank(), ctx.get_world_size(), device, amp, model, bare,
                    build_method(cfg, device, mean, std, channels_last), optimizer,
                    torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs))  # fmt: skip
+
+
+def _device():
+    """The worker's torch device: Ray Train's, except that a GPU Ray assigned but torch cannot
+    see (a logical GPU of a local cluster, or a CPU build of torch) leaves the worker on the CPU
+    (reported as `gpu_fallback`, which the console says once) instead of failing on `cuda:0`."""
+    import ray.train.torch
+    import torch
+
+    device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("warning: this training worker was given a GPU that torch cannot see; training on the CPU",
+              file=sys.stderr)  # fmt: skip
+        return torch.device("cpu")
+    return device
+
+
+def gpu_fallback(gpu_asked: bool, device) -> float:
+    """1.0 when the worker was given a GPU but trains on the CPU (see `_device`), else 0.0."""
+    return float(gpu_asked and device.type != "cuda")
 
 
 def _resume(w: _Worker) -> None:
@@ -235,6 +250,7 @@ def train_loop_per_worker(config: dict) -> None:
         # this worker's rate × workers: the fold's training throughput in cells/s (input included)
         metrics = {"epoch": epoch, **epoch_stats, **val, "best_val_map": w.state["best_map"],
                    "lr": w.scheduler.get_last_lr()[0], "resumed_from_epoch": w.resumed_from,
+                   "gpu_fallback": gpu_fallback(config.get("gpu", False), w.device),
                    "train_images_per_s": epoch_stats["train_images_per_s"] * w.world}  # fmt: skip
         _report(metrics, w, writer)
         if w.state["since_best"] >= w.cfg.patience:
@@ -267,7 +283,7 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     called in the rank-0 worker as each epoch starts (the tests inject a worker's death so).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from hpa_ray.model import check_model_config
 
@@ -285,8 +301,9 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     _write_run_config(fold_dir, cfg, cells_dir)
     train_ds, val_ds = fold_datasets(cells_dir, folds, fold, cache=caches_crops(cfg, cells_dir),
                                      bags=cfg.method == "bag", seed=cfg.seed)  # fmt: skip
-    gpu = _use_gpu(cfg)
-    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
+    gpu = _ray.use_gpu(cfg.use_gpu)
+    resources = worker_resources(cfg, gpu)
+    check_resources(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -294,7 +311,11 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
             "fold": fold,
             "fold_dir": fold_dir,
             "epoch_hooks": list(epoch_hooks),
+            "gpu": gpu,
         },
+        # NCCL only where several GPU workers exchange gradients: one worker needs no collective,
+        # and gloo also runs where the GPU is logical (a local cluster) or torch is a CPU build.
+        torch_config=TorchConfig(backend="nccl" if gpu and cfg.num_workers > 1 else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"{storage.name(run_dir)}-fold-{fold}",
@@ -307,6 +328,20 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
     )
     result = trainer.fit()
     return _export_fold(result, fold_dir)
+
+
+def worker_resources(cfg: TrainConfig, gpu: bool) -> dict[str, float]:
+    """What each Ray Train worker of a fold asks for (the config's, nothing in code)."""
+    return {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
+
+
+def check_resources(cfg: TrainConfig) -> None:
+    """Refuse (ResourceError, exit 2) a worker no node of the connected cluster can hold: Ray
+    Train would wait for it forever."""
+    from hpa_ray.cluster.resources import check_requests, offered_node_types
+
+    check_requests("train", {"training worker": worker_resources(cfg, _ray.use_gpu(cfg.use_gpu))},
+                   offered_node_types())  # fmt: skip
 
 
 def _export_fold(result, fold_dir: str) -> dict:
@@ -350,7 +385,7 @@ def concurrent_trials(cfg: TrainConfig, n_folds: int, cached: bool) -> int:
     fit = int((cpus - 1) // per_fold_cpu)
     if cached:  # one more only where its workers fit beside the others'
         fit = min(fit + 1, int(cpus // per_fold_cpu))
-    if _use_gpu(cfg):
+    if _ray.use_gpu(cfg.use_gpu):
         fit = min(fit, int(resources.get("GPU", 0) // (cfg.num_workers * cfg.gpus_per_worker)))
     return max(1, min(n_folds, fit))
 
@@ -377,6 +412,7 @@ def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfi
 def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: TrainConfig) -> pd.DataFrame:
     from ray import tune
 
+    check_resources(cfg)
     cfg = settle_cache(cfg, cells_dir)
     param_space = {"fold": tune.grid_search(folds), "train": cfg.model_dump(), "cells": storage.absolute(cells_dir),
                    "folds": storage.absolute(folds_csv), "run_dir": run_dir}  # fmt: skip

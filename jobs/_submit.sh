@@ -1,3 +1,6 @@
+# Sourced by the stage scripts. The stage presets come from $HPA_RAY_PRESETS (default conf/cluster;
+# conf/local-cluster for the local autoscaling cluster), each overlaid by the script's own --config.
+presets=${HPA_RAY_PRESETS:-conf/cluster}
 # Sourced by the stage scripts. `submit CMD...` runs `ray job submit --working-dir . -- CMD...`
 # and ends with the stage's own exit status: `ray job submit` says 1 for any failed job, while
 # the stages say 2 (unusable inputs or configuration) and 3 (some images failed, the rest done).

@@ -6,4 +6,4 @@ set -euo pipefail
 . "$(dirname "$0")/_submit.sh"
 labels=$1 output=$2
 shift 2
-submit python -m hpa_ray.folds --labels "$labels" --out "$output" "$@"
+submit python -m hpa_ray.folds --labels "$labels" --out "$output" --config "$presets/folds.yaml" "$@"

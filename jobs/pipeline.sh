@@ -8,6 +8,7 @@
 # Exit status: 0 all done; 3 segment or predict left some images out (said which), the rest
 # done; any other: the stage named on stderr failed (2: unusable inputs or configuration) and
 # the pipeline stopped there.
+# Each stage runs with its preset from $HPA_RAY_PRESETS (default conf/cluster; see jobs/_submit.sh).
 # Ray's token authentication (its default) needs RAY_AUTH_MODE=token in the environment too.
 set -uo pipefail
 root=$1
@@ -34,7 +35,13 @@ stage() {
     fi
 }
 
-stage segment segment.sh "$root/train" "$root/train.csv" "$out/segment" --config conf/cluster/segment.yaml
+# HPA's U-Net files: the segment preset's paths, or $HPA_RAY_MODELS/dpn_unet_{nuclei_v1,cell_3ch_v1}.pth
+models=()
+if [ -n "${HPA_RAY_MODELS:-}" ]; then
+    models=("hpa.nuclei_model=$HPA_RAY_MODELS/dpn_unet_nuclei_v1.pth" "hpa.cell_model=$HPA_RAY_MODELS/dpn_unet_cell_3ch_v1.pth")
+fi
+
+stage segment segment.sh "$root/train" "$root/train.csv" "$out/segment" "${models[@]}"
 stage folds folds.sh "$root/train.csv" "$out/folds.csv"
 stage tune tune.sh "$out/segment/cells" "$out/folds.csv" "$out/search"
 stage train train.sh "$out/segment/cells" "$out/folds.csv" "$out/runs/b2" --config "$out/search/best_config.yaml"

@@ -9,4 +9,4 @@ images=$1 models=$2 output=$3
 shift 3
 submit \
   python -m hpa_ray.predict --images "$images" --run-dir "$models" --out "$output" \
-  --config conf/cluster/predict.yaml "$@"
+  --config "$presets/predict.yaml" "$@"

@@ -9,4 +9,4 @@ input_dir=$1 labels=$2 output_dir=$3
 shift 3
 submit \
   python -m hpa_ray.segment --images "$input_dir" --labels "$labels" --out "$output_dir" \
-  --config conf/segment.yaml "$@"
+  --config "$presets/segment.yaml" "$@"

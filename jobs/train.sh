@@ -8,4 +8,4 @@ cells=$1 folds=$2 run_dir=$3
 shift 3
 submit \
   python -m hpa_ray.train --cells "$cells" --folds "$folds" --fold all --out "$run_dir" \
-  --config conf/cluster/train.yaml "$@"
+  --config "$presets/train.yaml" "$@"

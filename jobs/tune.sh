@@ -7,4 +7,4 @@ set -euo pipefail
 cells=$1 folds=$2 run_dir=$3
 shift 3
 submit \
-  python -m hpa_ray.tune --cells "$cells" --folds "$folds" --out "$run_dir" --config conf/cluster/tune.yaml "$@"
+  python -m hpa_ray.tune --cells "$cells" --folds "$folds" --out "$run_dir" --config "$presets/tune.yaml" "$@"

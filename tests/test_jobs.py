@@ -62,7 +62,8 @@ def head(tmp_path):
 
 def test_segmentation_job_on_a_separate_head(head, synth_set, tmp_path):
     out = tmp_path / "seg"
-    env = {**head["env"], "RAY_ADDRESS": head["address"]}
+    # The base configs as the presets (conf/cluster's segment preset runs HPA's U-Nets on GPUs).
+    env = {**head["env"], "RAY_ADDRESS": head["address"], "HPA_RAY_PRESETS": "conf"}
     job = subprocess.run(
         ["bash", "jobs/segment.sh", str(synth_set / "images"), str(synth_set / "labels.csv"), str(out), "crop_size=32"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -110,7 +111,7 @@ def test_pipeline_goes_on_after_3_and_stops_after_2_or_other(tmp_path, statuses,
     lines = (stages / "calls").read_text().splitlines()
     assert [line.split()[0] for line in lines] == calls and said in run.stderr, run.stderr
     root = tmp_path / "root"
-    assert lines[0] == f"segment {root}/train {root}/train.csv {root}/out/segment --config conf/cluster/segment.yaml"
+    assert lines[0] == f"segment {root}/train {root}/train.csv {root}/out/segment"  # the preset: segment.sh's
     if len(lines) == 5:  # each stage reads what the one before it wrote
         assert lines[3].endswith(f"{root}/out/runs/b2 --config {root}/out/search/best_config.yaml")
         out = f"{root}/out"
@@ -143,3 +144,24 @@ def test_each_job_script_submits_its_stage_with_flags_the_stage_knows(tmp_path, 
                                timeout=120).stdout  # fmt: skip
     flags = {a for a in job if a.startswith("--")}
     assert flags and all(flag in help_text for flag in flags), (flags, help_text)
+
+
+def test_pipeline_takes_the_presets_and_the_unet_files_from_the_environment(tmp_path):
+    """HPA_RAY_MODELS points segment at HPA's two U-Net files; HPA_RAY_PRESETS picks each stage's
+    preset (conf/local-cluster for the local autoscaling cluster)."""
+    (tmp_path / "bin").mkdir()
+    ray = tmp_path / "bin" / "ray"
+    record = f'printf "%s\\n" "$@" >> "{tmp_path}/submitted"\necho ---- >> "{tmp_path}/submitted"'
+    ray.write_text(f"#!/usr/bin/env bash\n{record}\n")
+    ray.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "HPA_RAY_MODELS": "/m",
+           "HPA_RAY_PRESETS": "conf/local-cluster"}  # fmt: skip
+    run = subprocess.run(["bash", "jobs/pipeline.sh", "/r"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    jobs = (tmp_path / "submitted").read_text().split("----\n")[:-1]
+    segment = jobs[0].splitlines()
+    assert segment[-2:] == ["hpa.nuclei_model=/m/dpn_unet_nuclei_v1.pth", "hpa.cell_model=/m/dpn_unet_cell_3ch_v1.pth"]
+    configs = [job.splitlines()[job.splitlines().index("--config") + 1] for job in jobs]
+    assert configs == [f"conf/local-cluster/{stage}.yaml" for stage in ("segment", "folds", "tune", "train", "predict")]
+    assert all(Path(ROOT, c).exists() for c in configs)

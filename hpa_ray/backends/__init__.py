@@ -74,9 +74,12 @@ def wants_gpu(cfg: SegmentConfig) -> bool:
 
 
 def _cluster_gpus() -> float:
+    """GPUs the connected cluster has or can grow to (an autoscaling cluster's GPU node types)."""
     import ray
 
-    return ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    from hpa_ray import _ray
+
+    return _ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
 
 
 # ---------------------------------------------------------------- the built-in backends
