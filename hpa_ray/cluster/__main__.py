@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                     "worker type gets this machine's cores)")  # fmt: skip
     up.add_argument("--idle-timeout-minutes", type=float, default=1.0,
                     help="a worker idle this long is removed (default 1; cluster.yaml's own value is for a cloud)")
-    up.add_argument("--dashboard-port", type=int, help="default 8265, or a free port when that one is taken")
+    up.add_argument("--dashboard-port", type=int,
+                    help="default 8265, or a free port when that one is taken; 0: a free port")
     for command, text in (("down", "stop the local cluster"), ("status", "its nodes and demands"),
                           ("address", "print its dashboard address (for RAY_ADDRESS)")):  # fmt: skip
         _name_flag(commands.add_parser(command, help=text))

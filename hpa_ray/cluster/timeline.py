@@ -88,17 +88,18 @@ def timeline(cluster: LocalCluster) -> dict:
 
 
 def kill_node(cluster: LocalCluster, node_type: str) -> str:
-    """Kill one alive worker node of `node_type` at once (its raylet, agents and workers), as a
-    cloud terminates a preempted instance: no drain, no goodbye. → its node ID."""
+    """Kill one worker node of `node_type` at once (its raylet, agents and workers), as a cloud
+    terminates a preempted instance: no drain, no goodbye. A busy node (one running work) is
+    chosen before an idle one. → its node ID."""
     import psutil
-    from ray.util.state import list_nodes
+    from ray.autoscaler.v2.sdk import get_cluster_status
 
-    nodes = list_nodes(address=cluster.dashboard, detail=True, raise_on_missing_output=False)
-    alive = [n for n in nodes if n.state == "ALIVE" and not n.is_head_node
-             and (n.labels or {}).get(NODE_GROUP_LABEL) == node_type]  # fmt: skip
-    if not alive:
+    status = get_cluster_status(cluster.gcs_address)
+    busy = [n.node_id for n in status.active_nodes if n.ray_node_type_name == node_type]
+    idle = [n.node_id for n in status.idle_nodes if n.ray_node_type_name == node_type]
+    if not busy + idle:
         raise ClusterError(f"no {node_type} node is up in {cluster.name}")
-    node_id = alive[-1].node_id
+    node_id = (busy + idle)[0]
     raylets = [p for p in cluster.processes() if f"--node_id={node_id}" in (p.info.get("cmdline") or [])]
     if not raylets:
         raise ClusterError(f"the raylet of node {node_id} was not found among {cluster.name}'s processes")

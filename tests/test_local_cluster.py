@@ -1,0 +1,236 @@
+"""The local autoscaling cluster (`python -m hpa_ray.cluster`) and the stages' resource checks.
+
+The end-to-end test starts the cluster from cluster.yaml beside an unrelated Ray that must
+survive, submits the segmentation (HPA's U-Net stand-ins in GPU actors) and the training of two
+folds (one GPU each) through jobs/*.sh, terminates a GPU worker node mid-training, and reads
+back the autoscaler's own events: GPU workers added from zero, the lost one replaced, all
+removed when idle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from hpa_ray.cluster.local import auto_cpu_scale, local_autoscaler_config
+from hpa_ray.cluster.resources import NodeType, ResourceError, check_requests, node_types_from_autoscaler_config
+from hpa_ray.cluster.timeline import parse_event
+from tests.helpers import process_group
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_the_local_config_keeps_cluster_yaml_node_types_and_scales_their_cpus():
+    types = {t.name: t for t in node_types_from_autoscaler_config(CLUSTER)}
+    assert auto_cpu_scale(list(types.values()), cores=2) == 2 / 32  # the largest worker type gets 2 cores
+    local = local_autoscaler_config(CLUSTER, "127.0.0.1:1234", cpu_scale=2 / 32, idle_timeout_minutes=0.5)
+    nodes = local["available_node_types"]
+    assert set(nodes) == set(CLUSTER["available_node_types"]) and local["head_node_type"] == CLUSTER["head_node_type"]
+    assert nodes["gpu_worker"]["resources"]["GPU"] == types["gpu_worker"].resources["GPU"] == 1, "logical GPUs kept"
+    assert nodes["gpu_worker"]["resources"]["CPU"] == 1 and nodes["cpu_worker"]["resources"]["CPU"] == 2
+    assert nodes["head"]["resources"] == {"CPU": 0}, "the head takes no work, as on AWS"
+    for name in ("gpu_worker", "cpu_worker"):
+        assert (nodes[name]["min_workers"], nodes[name]["max_workers"]) == (
+            CLUSTER["available_node_types"][name]["min_workers"], CLUSTER["available_node_types"][name]["max_workers"])
+    assert local["max_workers"] == CLUSTER["max_workers"] and local["idle_timeout_minutes"] == 0.5
+    assert local["provider"]["module"] == "hpa_ray.cluster.provider.LocalNodeProvider"
+    assert local["provider"]["gcs_address"] == "127.0.0.1:1234"
+
+
+def test_a_node_type_without_resources_is_refused():
+    from hpa_ray.cluster.local import ClusterError
+
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    cluster["available_node_types"]["gpu_worker"]["resources"] = {}
+    with pytest.raises(ClusterError, match="'gpu_worker' states no resources"):
+        local_autoscaler_config(cluster, "127.0.0.1:1", 0.25)
+
+
+def test_autoscaler_event_messages_are_parsed():
+    assert parse_event("Adding 2 node(s) of type gpu_worker.") == {
+        "action": "add", "count": 2, "node_type": "gpu_worker", "reason": ""}  # fmt: skip
+    assert parse_event("Removing 1 nodes of type cpu_worker (idle).") == {
+        "action": "remove", "count": 1, "node_type": "cpu_worker", "reason": "idle"}  # fmt: skip
+    assert parse_event("Resized to 2 CPUs, 1 GPUs.") is None
+
+
+def test_a_request_no_node_type_offers_is_refused_with_what_is_offered():
+    offered = [NodeType("head", {}), NodeType("gpu_worker", {"CPU": 1, "GPU": 1}, 0, 4)]
+    check_requests("train", {"training worker": {"CPU": 1, "GPU": 1}}, offered)
+    with pytest.raises(ResourceError) as refused:
+        check_requests("train", {"training worker": {"CPU": 4, "GPU": 1}}, offered)
+    assert "training worker asks for {CPU 4, GPU 1}" in str(refused.value)
+    assert "gpu_worker {CPU 1, GPU 1}" in str(refused.value) and "forever" in str(refused.value)
+
+
+def _check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpa_ray.cluster", "check", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_the_presets_fit_the_node_types_they_are_for_and_a_greedy_one_is_refused(tmp_path):
+    cluster = _check(*sorted(str(p.relative_to(ROOT)) for p in (ROOT / "conf" / "cluster").glob("*.yaml")))
+    assert cluster.returncode == 0, cluster.stderr
+    assert "conf/cluster/train.yaml: ok: training worker {CPU 4, GPU 1} on gpu_worker" in cluster.stdout
+    local = _check("--local", *sorted(str(p) for p in (ROOT / "conf" / "local-cluster").glob("*.yaml")))
+    assert local.returncode == 0 and local.stdout.count(": ok:") == 5, local.stdout + local.stderr
+    greedy = tmp_path / "train.yaml"
+    greedy.write_text(f"base: {ROOT}/conf/cluster/train.yaml\ngpus_per_worker: 2\n")
+    refused = _check(str(greedy))
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {greedy}: each training worker asks for")
+    assert "{CPU 4, GPU 2}" in refused.stderr and "gpu_worker {CPU 8, GPU 1}" in refused.stderr
+
+
+def test_training_that_asks_for_a_gpu_no_node_has_stops_at_once(ray_local):
+    """On a Ray with no GPU (and no node type that has one), use_gpu: true would wait forever."""
+    from hpa_ray.config import TrainConfig
+    from hpa_ray.train import check_resources
+
+    check_resources(TrainConfig(use_gpu="auto"))
+    with pytest.raises(ResourceError, match=r"training worker asks for \{CPU 1, GPU 1\}"):
+        check_resources(TrainConfig(use_gpu=True))
+
+
+# ---------------------------------------------------------------- the cluster, end to end
+
+
+def _cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpa_ray.cluster", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def _job(script: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", f"jobs/{script}", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+_BYSTANDER = """
+import sys, time, ray
+ray.init(num_cpus=1, include_dashboard=False)
+@ray.remote
+def tick(i):
+    return i
+for i in range(100000):
+    open(sys.argv[1], "w").write(str(ray.get(tick.remote(i))))
+    time.sleep(0.5)
+"""
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_the_local_cluster_scales_gpu_workers_from_zero_replaces_a_lost_one_and_removes_them(tmp_path):
+    from hpa_ray.cluster.sample import make_sample
+    from hpa_ray.config import FoldsConfig
+    from hpa_ray.folds import make_folds, read_label_matrix
+
+    name = f"test-{os.getpid()}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    env.pop("RAY_ADDRESS", None)
+    root = make_sample(tmp_path / "data", n_train=6, n_test=2, size=1024, seed=3)
+    ids, y = read_label_matrix(root / "train.csv")
+    folds = pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=2))})
+    folds.to_csv(tmp_path / "folds.csv", index=False)
+    ticks = tmp_path / "bystander"
+    with process_group([sys.executable, "-c", _BYSTANDER, str(ticks)], env=env):
+        _wait_for(lambda: ticks.exists(), 120, "a Ray of another program to start")
+        up = _cli("up", "--name", name, "--idle-timeout-minutes", "0.2", "--dashboard-port", "0", env=env,
+                  timeout=240)  # fmt: skip
+        try:
+            assert up.returncode == 0, up.stdout + up.stderr
+            assert "gpu_worker 0-4 x {CPU " in up.stdout and "GPU 1}" in up.stdout
+            cluster = json.loads(Path(f"/tmp/hpa-ray-clusters/{name}/cluster.json").read_text())
+            jobs_env = {**env, "RAY_ADDRESS": cluster["dashboard"], "HPA_RAY_PRESETS": "conf/local-cluster"}
+            killed_at = _segment_and_train_with_a_node_lost(root, tmp_path, name, env, jobs_env) - cluster["started"]
+            _wait_for(lambda: "active: 1 head\n  idle: none" in _cli("status", "--name", name, env=env).stdout, 180,
+                      "every worker to be removed")  # fmt: skip
+            timeline = json.loads(_cli("timeline", "--name", name, env=env).stdout)
+            (tmp_path / "timeline.json").write_text(json.dumps(timeline, indent=2))
+        finally:
+            down = _cli("down", "--name", name, env=env)
+        _assert_timeline(timeline, killed_at)
+        assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
+        assert not Path(f"/tmp/hpa-ray-clusters/{name}").exists()
+        assert not _processes_naming(f"/tmp/hpa-ray-clusters/{name}"), "nothing of the cluster is left"
+        before = int(ticks.read_text())
+        _wait_for(lambda: int(ticks.read_text()) > before + 2, 30, "the other program's Ray to go on")
+
+
+def _segment_and_train_with_a_node_lost(root: Path, tmp_path: Path, name: str, env: dict, jobs_env: dict) -> float:
+    """→ when the GPU worker was killed (time.time())."""
+    models = [f"hpa.nuclei_model={root}/models/dpn_unet_nuclei_v1.pth",
+              f"hpa.cell_model={root}/models/dpn_unet_cell_3ch_v1.pth"]  # fmt: skip
+    segment = _job("segment.sh", str(root / "train"), str(root / "train.csv"), str(tmp_path / "seg"), *models,
+                   env=jobs_env)  # fmt: skip
+    assert segment.returncode == 0, (segment.stdout + segment.stderr)[-3000:]
+    manifest = pd.read_parquet(tmp_path / "seg" / "images.parquet")
+    assert (manifest.status == "ok").all() and manifest.n_cells.sum() > 0
+    assert (manifest.device == "cpu").all(), "a logical GPU: the U-Nets ran on the CPU"
+    assert segment.stdout.count("torch sees none there") == 1, "said once"
+    run = tmp_path / "run"
+    cells = str(tmp_path / "seg" / "cells")
+    with process_group(["bash", "jobs/train.sh", cells, str(tmp_path / "folds.csv"), str(run), "epochs=4",
+                        "patience=4"], cwd=ROOT, env=jobs_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True) as train:  # fmt: skip
+        _wait_for(lambda: any((run / f"fold-{k}" / "metrics.jsonl").exists() for k in (0, 1)), 300,
+                  "a fold's first epoch")  # fmt: skip
+        killed_at = time.time()
+        killed = _cli("kill-node", "gpu_worker", "--name", name, env=env)
+        assert killed.returncode == 0, killed.stderr
+        out, _ = train.communicate(timeout=600)
+    assert train.returncode == 0, out[-4000:]
+    assert "its training worker was lost" in out and "resumed from the checkpoint of epoch" in out, out[-3000:]
+    assert out.count("train on the CPU") == 1
+    resumed = []
+    for k in (0, 1):
+        assert (run / f"fold-{k}" / "best" / "model.pt").exists()
+        assert list(pd.read_csv(run / f"fold-{k}" / "metrics.csv").epoch) == [0, 1, 2, 3], "no epoch lost"
+        reports = [json.loads(line) for line in (run / f"fold-{k}" / "metrics.jsonl").read_text().splitlines()]
+        resumed += [r for r in reports if r["resumed_from_epoch"] >= 0]
+    assert resumed and resumed[0]["epoch"] == resumed[0]["resumed_from_epoch"] + 1, "from its last checkpoint"
+    return killed_at
+
+
+def _assert_timeline(timeline: dict, killed_at: float) -> None:
+    events, nodes = timeline["events"], timeline["nodes"]
+    gpu_adds = [e for e in events if e["action"] == "add" and e["node_type"] == "gpu_worker"]
+    assert gpu_adds and sum(e["count"] for e in gpu_adds) >= 3, "segment's actor, two folds, then a replacement"
+    assert any(e["action"] == "remove" and e["node_type"] == "gpu_worker" and e["reason"] == "idle" for e in events)
+    gpu_nodes = [n for n in nodes if n["node_type"] == "gpu_worker"]
+    lost = [n for n in gpu_nodes if n["end_reason"] and "idle" not in n["end_reason"]]
+    assert len(lost) == 1, gpu_nodes
+    assert lost[0]["started_s"] < killed_at < lost[0]["ended_s"]
+    assert any(n["started_s"] > killed_at for n in gpu_nodes), "a GPU worker started after the loss: its replacement"
+    workers = [n for n in nodes if n["node_type"] != "head"]
+    assert workers and all(n["state"] == "DEAD" for n in workers), "scaled back to zero"
+    assert all(e["t_s"] >= 0 for e in events) and events == sorted(events, key=lambda e: e["t_s"])
+
+
+def _processes_naming(text: str) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(text in part for part in proc.info["cmdline"] or []):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
