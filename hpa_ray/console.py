@@ -24,7 +24,10 @@ _FILE_ONLY = ("ray._private.authentication",)  # "Token authentication is enable
 # by their text: "N PYTHON worker processes have been started …, which is Kx the maximum expected
 # startup concurrency": trainings of 0.5 CPU, their Tune and Train actors and Ray Data's tasks
 # start many workers on purpose, so on a 2-CPU machine it comes every few trials.
-_RAYLET_NOTICES = ("worker processes have been started on node",)
+# "There are tasks with infeasible resource requests …": on an autoscaling cluster, said of work
+# waiting for a node type that is not up yet (the autoscaler is launching it); a request that no
+# node type offers at all is refused by the stage itself before it starts (hpa_ray.cluster.resources).
+_RAYLET_NOTICES = ("worker processes have been started on node", "tasks with infeasible resource requests")
 
 
 def verbose() -> bool:

@@ -57,7 +57,8 @@ def test_raylet_worker_pool_notice_goes_to_the_log_and_other_raylet_messages_sta
         notice = ("WARNING: 12 PYTHON worker processes have been started on node: abc with address: 127.0.0.1, "
                   "which is 6x the maximum expected startup concurrency (2).")  # fmt: skip
         killed = "Task was killed due to the node running low on memory."
-        for line in (notice, killed):
+        waiting = "There are tasks with infeasible resource requests that cannot be scheduled."  # a node is starting
+        for line in (notice, killed, waiting):
             worker.print_to_stdstream({"lines": [line], "pid": "raylet", "is_err": False}, ignore_prefix=False)
         monkeypatch.setenv(console.VERBOSE_ENV, "1")  # --verbose: everything on the console again
         worker.print_to_stdstream({"lines": [notice.replace("12", "14")], "pid": "raylet", "is_err": False},
@@ -68,6 +69,19 @@ def test_raylet_worker_pool_notice_goes_to_the_log_and_other_raylet_messages_sta
     out = capsys.readouterr().out
     assert killed in out and "12 PYTHON worker processes" not in out and "14 PYTHON worker processes" in out
     assert "12 PYTHON worker processes" in logged.read_text()
+    assert waiting not in out and waiting in logged.read_text()
+
+
+def test_the_epoch_lines_say_once_when_a_worker_was_lost_and_when_a_gpu_is_not_seen(capsys):
+    class Trial:
+        trial_id, config, last_result = "t0", {"fold": 1}, {}
+
+    lines = console.tune_callbacks("fold", 4)[0]
+    for epoch, resumed, fallback in ((0, -1, 1.0), (1, -1, 1.0), (2, 1, 1.0), (3, 1, 1.0)):
+        lines.on_trial_result(0, [], Trial(), {"epoch": epoch, "resumed_from_epoch": resumed, "gpu_fallback": fallback})
+    out = capsys.readouterr().out
+    assert out.count("fold 1  its training worker was lost") == 1 and "checkpoint of epoch 2" in out
+    assert out.count("GPUs that torch cannot see") == 1
 
 
 def test_failures_beyond_the_first_twenty_are_counted_and_pointed_to(capsys):

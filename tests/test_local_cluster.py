@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hpa_ray.cluster.local import auto_cpu_scale, local_autoscaler_config
+from hpa_ray.cluster.local import auto_cpu_scale, local_autoscaler_config, state_dir
 from hpa_ray.cluster.resources import NodeType, ResourceError, check_requests, node_types_from_autoscaler_config
 from hpa_ray.cluster.timeline import parse_event
 from tests.helpers import process_group
@@ -156,8 +156,9 @@ def test_the_local_cluster_scales_gpu_workers_from_zero_replaces_a_lost_one_and_
         try:
             assert up.returncode == 0, up.stdout + up.stderr
             assert "gpu_worker 0-4 x {CPU " in up.stdout and "GPU 1}" in up.stdout
-            cluster = json.loads(Path(f"/tmp/hpa-ray-clusters/{name}/cluster.json").read_text())
-            jobs_env = {**env, "RAY_ADDRESS": cluster["dashboard"], "HPA_RAY_PRESETS": "conf/local-cluster"}
+            cluster = json.loads((state_dir(name) / "cluster.json").read_text())
+            jobs_env = {**env, "RAY_ADDRESS": cluster["dashboard"], "RAY_AUTH_MODE": "token",
+                        "HPA_RAY_PRESETS": "conf/local-cluster"}  # fmt: skip
             killed_at = _segment_and_train_with_a_node_lost(root, tmp_path, name, env, jobs_env) - cluster["started"]
             _wait_for(lambda: "active: 1 head\n  idle: none" in _cli("status", "--name", name, env=env).stdout, 180,
                       "every worker to be removed")  # fmt: skip
@@ -167,8 +168,8 @@ def test_the_local_cluster_scales_gpu_workers_from_zero_replaces_a_lost_one_and_
             down = _cli("down", "--name", name, env=env)
         _assert_timeline(timeline, killed_at)
         assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
-        assert not Path(f"/tmp/hpa-ray-clusters/{name}").exists()
-        assert not _processes_naming(f"/tmp/hpa-ray-clusters/{name}"), "nothing of the cluster is left"
+        assert not state_dir(name).exists()
+        assert not _processes_naming(str(state_dir(name))), "nothing of the cluster is left"
         before = int(ticks.read_text())
         _wait_for(lambda: int(ticks.read_text()) > before + 2, 30, "the other program's Ray to go on")
 

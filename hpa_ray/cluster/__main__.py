@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 DEFAULT_CONFIG = "cluster.yaml"
+# The local cluster runs with Ray's token authentication (hpa_ray.cluster.local.auth_mode); this
+# process's Ray clients (status, timeline, kill-node, up's own calls) must send the token too.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _name_flag(parser: argparse.ArgumentParser) -> None:

@@ -79,7 +79,12 @@ class LocalCluster:
 
 def state_dir(name: str) -> Path:
     """Short: Ray's socket paths under it must stay under the OS's 107 characters."""
-    return Path(tempfile.gettempdir()) / "hpa-ray-clusters" / name
+    return Path(tempfile.gettempdir()) / "hparay" / name
+
+
+# The longest socket path Ray makes under its temp dir (the session name's date and PID vary).
+_LONGEST_SOCKET = "session_2026-12-04_15-48-59_000088_4194304/sockets/dash_MetricsHead"
+_MAX_SOCKET_PATH = 107  # AF_UNIX
 
 
 # ---------------------------------------------------------------- the config
@@ -161,6 +166,9 @@ def up(cluster_yaml: str | Path, name: str | None = None, cpu_scale: float | Non
     cluster = yaml.safe_load(Path(cluster_yaml).read_text())
     name = name or f"{cluster['cluster_name']}-local"
     directory = state_dir(name)
+    if len(str(directory / "r" / _LONGEST_SOCKET)) > _MAX_SOCKET_PATH:
+        raise ClusterError(f"the cluster name {name!r} is too long for Ray's socket paths under {directory}; "
+                           "give a shorter --name")  # fmt: skip
     _refuse_if_running(name, directory)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -172,9 +180,10 @@ def up(cluster_yaml: str | Path, name: str | None = None, cpu_scale: float | Non
     config_path = directory / "autoscaler.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     dashboard_port = _port_or_free(8265) if dashboard_port is None else dashboard_port or free_port()
-    temp_dir = directory / "ray"
+    temp_dir = directory / "r"  # short: see _LONGEST_SOCKET
     head = config["available_node_types"][config["head_node_type"]]["resources"]
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_enable_autoscaler_v2": "1",
+    _ensure_auth_token()
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_enable_autoscaler_v2": "1", "RAY_AUTH_MODE": auth_mode(),
            "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID, "RAY_NODE_TYPE_NAME": config["head_node_type"],
            "AUTOSCALER_UPDATE_INTERVAL_S": str(UPDATE_INTERVAL_S), "RAY_USAGE_STATS_ENABLED": "0",
            # Ray's own actors find their cluster by RAY_ADDRESS before looking for running GCS
@@ -204,6 +213,19 @@ def up(cluster_yaml: str | Path, name: str | None = None, cpu_scale: float | Non
         raise ClusterError(f"ray start failed (exit {code}); its output: {log}\n{log.read_text()[-2000:]}")
     publish_node_types(gcs, node_types_from_autoscaler_config(config))
     return record
+
+
+def auth_mode() -> str:
+    """Ray's token authentication, on unless the user turned it off (RAY_AUTH_MODE=disabled): the
+    cluster's ports listen on every interface, and whoever reaches them can run code."""
+    return os.environ.get("RAY_AUTH_MODE", "token")
+
+
+def _ensure_auth_token() -> None:
+    """A token for the cluster (Ray keeps it in ~/.ray/auth_token; made once, then reused)."""
+    if auth_mode() == "token":
+        ray = Path(sys.executable).parent / "ray"
+        subprocess.run([str(ray), "get-auth-token", "--generate"], capture_output=True, check=True, timeout=60)
 
 
 def _refuse_if_running(name: str, directory: Path) -> None:
@@ -266,7 +288,7 @@ def describe(cluster: LocalCluster) -> str:
         f"cluster {cluster.name}: head up at {cluster.gcs_address}, dashboard {cluster.dashboard}",
         f"  worker node types (logical GPUs): {'; '.join(workers)}",
         f"  workers start when work asks for them and stop after {config['idle_timeout_minutes']:g} idle minute(s)",
-        f"  submit jobs with: export RAY_ADDRESS={cluster.dashboard}",
+        f"  submit jobs with: export RAY_ADDRESS={cluster.dashboard} RAY_AUTH_MODE={auth_mode()}",
         f"  watch it: python -m hpa_ray.cluster status --name {cluster.name}",
         f"  stop it:  python -m hpa_ray.cluster down --name {cluster.name}",
         f"  Ray's logs: {cluster.temp_dir}/session_latest/logs",
