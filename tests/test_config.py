@@ -34,9 +34,11 @@ def test_every_conf_file_loads_and_is_known():
         load_config(CONF_CLASSES[name], CONF / name)
 
 
-def test_cluster_presets_load():
-    files = sorted((CONF / "cluster").glob("*.yaml"))
-    assert [p.name for p in files] == ["predict.yaml", "segment.yaml", "train.yaml", "tune.yaml"]
+@pytest.mark.parametrize("presets", ["cluster", "local-cluster"])
+def test_cluster_presets_load(presets):
+    """One preset per stage that jobs/*.sh submits (HPA_RAY_PRESETS picks the directory)."""
+    files = sorted((CONF / presets).glob("*.yaml"))
+    assert [p.name for p in files] == ["folds.yaml", "predict.yaml", "segment.yaml", "train.yaml", "tune.yaml"]
     for path in files:
         load_config(CONF_CLASSES[path.name], path)
 
