@@ -15,6 +15,7 @@ STAGES = {
     "evaluate": "score a submission against per-cell truth: the task's mAP",
     "report": "figures of labels, cells, segmentation, folds, training and scores + index.html",
     "demo": "run the whole pipeline on generated data on a local Ray (python -m hpa_ray demo)",
+    "cluster": "a local autoscaling cluster from cluster.yaml (up, down, status, timeline); presets' resource check",
 }
 
 

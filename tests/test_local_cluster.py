@@ -155,7 +155,8 @@ def test_the_local_cluster_scales_gpu_workers_from_zero_replaces_a_lost_one_and_
                   timeout=240)  # fmt: skip
         try:
             assert up.returncode == 0, up.stdout + up.stderr
-            assert "gpu_worker 0-4 x {CPU " in up.stdout and "GPU 1}" in up.stdout
+            gpu_max = CLUSTER["available_node_types"]["gpu_worker"]["max_workers"]
+            assert f"gpu_worker 0-{gpu_max} x {{CPU " in up.stdout and "GPU 1}" in up.stdout
             cluster = json.loads((state_dir(name) / "cluster.json").read_text())
             jobs_env = {**env, "RAY_ADDRESS": cluster["dashboard"], "RAY_AUTH_MODE": "token",
                         "HPA_RAY_PRESETS": "conf/local-cluster"}  # fmt: skip
