@@ -42,7 +42,7 @@ def _killer(run_dir: Path, env: dict, record: dict, started: float) -> None:
             return
         time.sleep(1)
     record["killed_at_s"] = round(time.time() - started, 1)
-    record["kill"] = _cli("kill-node", "gpu_worker", env=env).stdout.strip()
+    record["kill"] = _cli("kill-node", "gpu_worker", "--running", "RayTrainWorker", env=env).stdout.strip()
 
 
 def main() -> int:

@@ -12,7 +12,6 @@ Images' `compute_average_precision`); mAP is the mean over the classes that have
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 import zlib
@@ -24,6 +23,7 @@ import pandas as pd
 from pycocotools import mask as coco_mask
 
 from hpa_ray import cli, storage
+from hpa_ray.masks import coco_rle
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 from hpa_ray.submission import SubmissionError, parse_triples, read_submission
 
@@ -51,16 +51,12 @@ def _tie_key(image_id: str, mask: str) -> int:
     return zlib.crc32(f"{image_id} {mask}".encode())
 
 
-def _rle(text: str, height: int, width: int) -> dict:
-    return {"size": [height, width], "counts": zlib.decompress(base64.b64decode(text))}
-
-
 def _image_ious(pred_masks: list[str], true_masks: list[str], height: int, width: int) -> np.ndarray:
     """(P, T) mask IoU between a submission row's distinct masks and the image's true cells."""
     if not pred_masks or not true_masks:
         return np.zeros((len(pred_masks), len(true_masks)))
-    preds = [_rle(m, height, width) for m in pred_masks]
-    truths = [_rle(m, height, width) for m in true_masks]
+    preds = [coco_rle(m, height, width) for m in pred_masks]  # bounded: a zlib bomb stops at the mask's size
+    truths = [coco_rle(m, height, width) for m in true_masks]
     return np.asarray(coco_mask.iou(preds, truths, [0] * len(truths)), dtype=np.float64).reshape(
         len(preds), len(truths)
     )
@@ -141,7 +137,10 @@ def evaluate(submission: pd.DataFrame, truth: pd.DataFrame, iou_threshold: float
         rows = cells.index.to_numpy() if cells is not None else np.zeros(0, int)
         if cells is not None and len(cells):
             height, width = int(cells.image_height.iloc[0]), int(cells.image_width.iloc[0])
-            ious[image_id] = _image_ious(masks, list(cells.mask_rle), height, width)
+            try:
+                ious[image_id] = _image_ious(masks, list(cells.mask_rle), height, width)
+            except ValueError as exc:
+                raise SubmissionError(f"ID {image_id!r} (truth size {width}x{height}): {exc}") from None
         else:
             ious[image_id] = np.zeros((len(masks), 0))
         true_rows[image_id] = rows

@@ -179,13 +179,22 @@ def _folds_cli(args, overrides: list[str]) -> int:
     table = result.balance
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.to_string(index=False))
-    watched = table[table.positives >= cfg.min_positives]
-    print(
-        f"folds: {len(result.folds)} images in {cfg.n_folds} folds → {result.output}; worst deviation over "
-        f"classes with >= {cfg.min_positives} positives: {watched.max_deviation.max():.1%}; "
-        f"balance table → {result.balance_csv}"
-    )
+    print(f"folds: {len(result.folds)} images in {cfg.n_folds} folds → {result.output}; "
+          f"{balance_summary(table, cfg.min_positives)}; balance table → {result.balance_csv}")  # fmt: skip
     return 0
+
+
+def balance_summary(table: pd.DataFrame, min_positives: int) -> str:
+    """The worst deviation from the ideal share over classes with >= min_positives positives,
+    or, when no class has that many (a small label file), over the classes present."""
+    watched = table[table.positives >= min_positives]
+    if len(watched):
+        return f"worst deviation over classes with >= {min_positives} positives: {watched.max_deviation.max():.1%}"
+    present = table[table.positives > 0]
+    if not len(present):
+        return "no class has a positive image"
+    return (f"no class has {min_positives} positives; worst deviation over the {len(present)} classes present "
+            f"(at most {int(present.positives.max())} positives): {present.max_deviation.max():.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -81,15 +81,23 @@ def check_mask(text: str, height: int, width: int) -> None:
                          f"not {height * width}")  # fmt: skip
 
 
+def coco_rle(text: str, height: int, width: int) -> dict:
+    """A submission mask string → pycocotools' RLE dict, by the one bounded path every reader of
+    a submission takes (`check_mask`: bounded inflation, runs covering exactly height × width).
+    Raises ValueError saying what is wrong."""
+    check_mask(text, height, width)
+    return {"size": [height, width], "counts": _inflate(text, height, width)}
+
+
 def decode_mask(text: str, height: int, width: int) -> np.ndarray:
     """Decode a submission mask string into a (height, width) uint8 array.
 
     Raises ValueError when the string is not base64/zlib/RLE or does not fit height × width
-    (`check_mask` first: bounded inflation, runs covering exactly the stated size).
+    (`coco_rle`).
     """
-    check_mask(text, height, width)
+    rle = coco_rle(text, height, width)
     try:
-        return coco_mask.decode({"size": [height, width], "counts": _inflate(text, height, width)})
+        return coco_mask.decode(rle)
     except Exception as exc:  # noqa: BLE001 - any decoding failure means the same thing
         raise ValueError(f"mask does not decode to {height}x{width}: {exc}") from exc
 

@@ -42,7 +42,17 @@ def test_cli_writes_folds_balance_and_config(shared_data, tmp_path, capsys):
     balance = pd.read_csv(tmp_path / "f" / "folds_balance.csv")
     assert {"fold_0", "fold_3", "max_deviation", "name"} <= set(balance.columns)
     assert (tmp_path / "f" / "folds_config.yaml").exists()
-    assert "worst deviation" in capsys.readouterr().out
+    assert "worst deviation over classes with >= 50 positives: " in capsys.readouterr().out
+
+
+def test_a_small_label_file_reports_the_classes_present_not_nan(tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"ID": [f"img-{i}" for i in range(12)], "Label": ["0|5", "0", "16", "16|0", "5", "2"] * 2}).to_csv(
+        labels, index=False)  # fmt: skip
+    assert main(["--labels", str(labels), "--n-folds", "3", "--out", str(tmp_path / "folds.csv")]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "no class has 50 positives; worst deviation over the 4 classes present (at most 6 positives): " in line
+    assert "nan" not in line
 
 
 @pytest.mark.parametrize(

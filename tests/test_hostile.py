@@ -188,3 +188,47 @@ def test_hpa_backend_on_a_cpu_only_ray_runs_on_cpu_actors(synth_set, tmp_path):
     assert out.returncode == 0 and "no GPU" in out.stderr, out.stderr[-2000:]
     assert time.perf_counter() - start < 120
     assert json.loads(out.stdout.strip().splitlines()[-1])["cells"]
+
+
+def _bomb(inflated: int = 1 << 30) -> str:
+    """A mask string that inflates to `inflated` bytes of counts (1 GiB from ~1 MB), built in chunks."""
+    deflate, chunk, parts = zlib.compressobj(9), b"0" * (1 << 20), []
+    for _ in range(inflated // len(chunk)):
+        parts.append(deflate.compress(chunk))
+    parts.append(deflate.flush())
+    return base64.b64encode(b"".join(parts)).decode()
+
+
+_PEAK = """
+import resource, runpy, sys
+sys.argv = [sys.argv[1], *sys.argv[3:]]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+    open(__import__("os").environ["PEAK_FILE"], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+@pytest.mark.parametrize("reader", ["validate", "evaluate", "report"])
+@pytest.mark.parametrize("mask, message", [("bomb", "inflates past"), ("small", "runs cover 4096 pixels, not 16384")])
+def test_every_reader_of_a_submission_decodes_masks_bounded(tmp_path, reader, mask, message):
+    """A zlib bomb (1 GiB of counts) and a mask of another size, given to each command that reads
+    submissions: one clear line, exit 1 (invalid) or 2 (unusable), and the process's memory stays
+    far below what inflating the bomb would take."""
+    size = 2048 if mask == "bomb" else 128
+    text = _bomb() if mask == "bomb" else _square(64)
+    submission = _submission(tmp_path / "s.csv", [("img", size, size, f"0 0.5 {text}")])
+    truth = tmp_path / "truth.parquet"
+    pd.DataFrame({"image_id": ["img"], "cell_id": [1], "image_height": [size], "image_width": [size],
+                  "mask_rle": [_square(size)], "labels": [[1] + [0] * 18]}).to_parquet(truth)  # fmt: skip
+    module, args = {
+        "validate": ("hpa_ray.submission", ["validate", submission]),
+        "evaluate": ("hpa_ray.evaluate", ["--submission", submission, "--truth", str(truth)]),
+        "report": ("hpa_ray.report", ["--out", str(tmp_path / "r"), "--truth", str(truth), "--submission", submission]),
+    }[reader]
+    peak = tmp_path / "peak"
+    out = run_group([sys.executable, "-c", _PEAK, module, "--", *args], timeout=300,
+                    env={**ENV, "PEAK_FILE": str(peak)})  # fmt: skip
+    assert out.returncode in (1, 2) and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert int(peak.read_text()) < 700 * 1024, f"peak RSS {int(peak.read_text()) // 1024} MiB"  # KiB on Linux

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     kill = commands.add_parser("kill-node", help="terminate one worker node of a type (as a preemption)")
     _name_flag(kill)
     kill.add_argument("node_type", help="a worker node type, e.g. gpu_worker")
+    kill.add_argument("--node-id", help="the node to kill (default: the busiest node of the type)")
+    kill.add_argument("--running", metavar="ACTOR_CLASS",
+                      help="a node that runs a live actor of this class, e.g. RayTrainWorker (a fold's worker)")
     sample = commands.add_parser("sample-data", help="a small synthetic set in jobs/pipeline.sh's layout")
     sample.add_argument("root", help="the directory to write (ROOT of jobs/pipeline.sh)")
     sample.add_argument("--train", type=int, default=12, help="training images (default 12)")
@@ -142,7 +145,7 @@ def _kill_node(args) -> int:
     from hpa_ray.cluster.local import LocalCluster
     from hpa_ray.cluster.timeline import kill_node
 
-    node = kill_node(LocalCluster.load(_name(args)), args.node_type)
+    node = kill_node(LocalCluster.load(_name(args)), args.node_type, args.node_id, args.running)
     print(f"cluster: terminated {args.node_type} node {node} (its raylet and workers); the autoscaler replaces it "
           "if work still asks for it")  # fmt: skip
     return 0

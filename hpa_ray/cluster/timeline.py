@@ -87,22 +87,17 @@ def timeline(cluster: LocalCluster) -> dict:
             "events": autoscaler_events(cluster), "nodes": nodes}  # fmt: skip
 
 
-def kill_node(cluster: LocalCluster, node_type: str) -> str:
+def kill_node(cluster: LocalCluster, node_type: str, node_id: str | None = None, running: str | None = None) -> str:
     """Kill one worker node of `node_type` at once (its raylet, agents and workers), as a cloud
-    terminates a preempted instance: no drain, no goodbye. A busy node (one running work) is
-    chosen before an idle one. → its node ID."""
+    terminates a preempted instance: no drain, no goodbye. `node_id` names the node; `running`
+    an actor class one of whose live actors it hosts (e.g. RayTrainWorker); else the busiest is
+    chosen (most GPUs, then CPUs in use). → its node ID."""
     import psutil
-    from ray.autoscaler.v2.sdk import get_cluster_status
 
-    status = get_cluster_status(cluster.gcs_address)
-    busy = [n.node_id for n in status.active_nodes if n.ray_node_type_name == node_type]
-    idle = [n.node_id for n in status.idle_nodes if n.ray_node_type_name == node_type]
-    if not busy + idle:
-        raise ClusterError(f"no {node_type} node is up in {cluster.name}")
-    node_id = (busy + idle)[0]
+    node_id = node_id or (_running(cluster, node_type, running) if running else _busiest(cluster, node_type))
     raylets = [p for p in cluster.processes() if f"--node_id={node_id}" in (p.info.get("cmdline") or [])]
     if not raylets:
-        raise ClusterError(f"the raylet of node {node_id} was not found among {cluster.name}'s processes")
+        raise ClusterError(f"no raylet of node {node_id} is running in {cluster.name}")
     victims = [child for raylet in raylets for child in raylet.children(recursive=True)] + raylets
     for proc in victims:
         try:
@@ -111,3 +106,31 @@ def kill_node(cluster: LocalCluster, node_type: str) -> str:
             continue
     psutil.wait_procs(victims, timeout=3)  # the autoscaler's monitor reaps them; they may stay zombies until then
     return node_id
+
+
+def _running(cluster: LocalCluster, node_type: str, actor_class: str) -> str:
+    from ray.util.state import list_actors, list_nodes
+
+    of_type = {n.node_id for n in list_nodes(address=cluster.dashboard, detail=True, raise_on_missing_output=False)
+               if n.state == "ALIVE" and (n.labels or {}).get(NODE_GROUP_LABEL) == node_type}  # fmt: skip
+    actors = list_actors(address=cluster.dashboard, filters=[("class_name", "=", actor_class), ("state", "=", "ALIVE")],
+                         raise_on_missing_output=False)  # fmt: skip
+    hosts = sorted({a.node_id for a in actors} & of_type)
+    if not hosts:
+        raise ClusterError(f"no {node_type} node runs a live {actor_class} actor in {cluster.name}")
+    return hosts[0]
+
+
+def _busiest(cluster: LocalCluster, node_type: str) -> str:
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    status = get_cluster_status(cluster.gcs_address)
+    nodes = [n for n in status.active_nodes + status.idle_nodes if n.ray_node_type_name == node_type]
+    if not nodes:
+        raise ClusterError(f"no {node_type} node is up in {cluster.name}")
+
+    def used(node, resource: str) -> float:
+        usage = node.resource_usage.usage if node.resource_usage else []
+        return sum(u.used for u in usage if u.resource_name == resource)
+
+    return max(nodes, key=lambda n: (used(n, "GPU"), used(n, "CPU"))).node_id
