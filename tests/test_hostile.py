@@ -199,13 +199,16 @@ def _bomb(inflated: int = 1 << 30) -> str:
     return base64.b64encode(b"".join(parts)).decode()
 
 
+# The process's own peak RSS (VmHWM, KiB): not ru_maxrss, which Linux carries over exec from the
+# forking process (here pytest, hundreds of MiB by then).
 _PEAK = """
-import resource, runpy, sys
+import os, re, runpy, sys
 sys.argv = [sys.argv[1], *sys.argv[3:]]
 try:
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 finally:
-    open(__import__("os").environ["PEAK_FILE"], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    peak = re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)
+    open(os.environ["PEAK_FILE"], "w").write(peak)
 """
 
 
