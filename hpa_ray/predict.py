@@ -97,7 +97,8 @@ def _classify(batch: dict, ensemble: Ensemble, cfg: PredictConfig) -> dict:
         cell_masks = table.column("mask_rle").to_pylist()
         strings.append(prediction_string(cell_masks, probs, cfg.min_confidence, cfg.top_k))
         masks.append(" ".join(cell_masks))
-    keep = ("image_id", "status", "error", "n_cells", "image_height", "image_width", "seconds", "device")
+    keep = ("image_id", "status", "error", "n_cells", "image_height", "image_width", "seconds", "device",
+            "working_scale")  # fmt: skip
     return {
         **{k: batch[k] for k in keep},
         "classify_device": np.array([ensemble.device.type] * len(tables), object),

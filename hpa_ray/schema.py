@@ -64,6 +64,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "seconds",  # wall time spent on the image (decode + segment + cut)
     "node",  # Ray node ID (hex) of the worker that cut the image's cells; "" when never run
     "device",  # where the segmentation model ran: cuda or cpu; "" when never run
+    "working_scale",  # resolution segmented at, relative to the image's (backends.nuclei); 0 when never run
 )
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

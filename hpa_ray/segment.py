@@ -195,12 +195,15 @@ def _cut(row: dict, cfg_json: str) -> dict:
         "image_height": height,
         "image_width": width,
         "cells": b"",
+        "working_scale": 0.0,
     }
     if error:
         out.update(status="error", error=error, image_height=0, image_width=0)
     else:
         try:
-            labels = upsample_labels(_worker_steps(cfg_json)[1](row["raw"]), height, width)
+            raw = row["raw"]
+            out["working_scale"] = round(raw.shape[-1] / width, 4)
+            labels = upsample_labels(_worker_steps(cfg_json)[1](raw), height, width)
             cut = cut_cells(image, labels, seg_cfg.crop_size)
             out["n_cells"] = len(cut["cell_id"])
             if out["n_cells"]:
@@ -367,8 +370,8 @@ def read_manifest_parts(out_dir: str | Path) -> pd.DataFrame:
 def _finalize_manifest(out_dir: str) -> pd.DataFrame:
     """OUT/images.parquet: one row per image; an ok row wins over earlier failures."""
     rows = read_manifest_parts(out_dir)
-    for column in ("node", "device"):  # parts written before the column
-        rows[column] = rows[column].fillna("") if column in rows else ""
+    for column, missing in (("node", ""), ("device", ""), ("working_scale", 0.0)):  # parts written before
+        rows[column] = rows[column].fillna(missing) if column in rows else missing
     rows["_ok"] = rows.status == "ok"
     rows = rows.reset_index().sort_values(["_ok", "index"]).drop_duplicates("image_id", keep="last")
     manifest = rows.sort_values("image_id")[list(MANIFEST_COLUMNS)].reset_index(drop=True)
@@ -390,6 +393,7 @@ def _write_refused(out_dir: str, refused: list[dict]) -> None:
                 "seconds": 0.0,
                 "node": "",
                 "device": "",
+                "working_scale": 0.0,
             }
             for r in refused
         ]

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -220,3 +221,40 @@ def test_gpu_actor_gives_what_the_cpu_task_gives(ray_local, synth_set, run_dir):
     on_actor = _ClassifyActor(run_json, cfg_json)(dict(batch))
     assert list(on_task["prediction_string"]) == list(on_actor["prediction_string"])
     assert all(on_task["prediction_string"])
+
+
+def test_a_mixed_set_is_predicted_each_image_at_its_own_resolution(ray_local, shared_data, run_dir, tmp_path):
+    """Real HPA images in one test set: two at 2048² as Kaggle 2021 has them, two shrunk to 512²
+    as the 2019 set and HPA website downloads come. Each is segmented at the working scale its
+    nuclei need (1/4 for 2048², finer for 512²), its submission row has its own size, and its
+    predicted cells match HPA's own masks at that size (F1 >= 0.9 per size)."""
+    from hpa_ray.evaluate import match_cells
+    from tests.conftest import HPA_REAL, real_image_ids
+    from tests.helpers import labels_from_rles
+
+    images, truths = tmp_path / "images", {}
+    images.mkdir()
+    for k, image_id in enumerate(real_image_ids()):
+        side = 2048 if k % 2 else 512
+        truth = cv2.imread(str(HPA_REAL / "masks" / f"{image_id}_predictedmask.png"), cv2.IMREAD_UNCHANGED)
+        truths[image_id] = cv2.resize(truth.astype(np.int32), (side, side), interpolation=cv2.INTER_NEAREST_EXACT)
+        for channel in ("red", "green", "blue", "yellow"):
+            pixels = cv2.imread(str(HPA_REAL / "images" / f"{image_id}_{channel}.png"), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(images / f"{image_id}_{channel}.png"),
+                        cv2.resize(pixels, (side, side), interpolation=cv2.INTER_AREA))  # fmt: skip
+    result = run_predict(images, run_dir, tmp_path / "submission.csv", PredictConfig(top_k=1, min_confidence=0.0))
+    rows = result.images.set_index("ID")
+    assert (rows.status == "ok").all(), rows.error
+    counts = {2048: np.zeros(3, int), 512: np.zeros(3, int)}
+    for image_id, truth in truths.items():
+        side = truth.shape[0]
+        row = rows.loc[image_id]
+        assert (int(row.ImageWidth), int(row.ImageHeight)) == (side, side)
+        scale = row.working_scale
+        assert scale == 0.25 if side == 2048 else 0.4 <= scale <= 1.0, (image_id, side, scale)
+        pred = labels_from_rles(enumerate(row.masks.split(), start=1), side, side)
+        counts[side] += match_cells(pred, truth)
+    for side, (tp, n_pred, n_true) in counts.items():
+        assert 2 * tp / (n_pred + n_true) >= 0.9, (side, tp, n_pred, n_true)
+    sub = read_submission(tmp_path / "submission.csv").set_index("ID")
+    assert {(int(w), int(h)) for w, h in zip(sub.ImageWidth, sub.ImageHeight)} == {(2048, 2048), (512, 512)}

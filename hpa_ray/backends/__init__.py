@@ -3,11 +3,12 @@
 
 Three steps, so that the CPU-heavy parts spread over every core instead of queueing behind
 the actors that hold the models:
-- `build_preprocess(cfg)`: image (4, H, W) uint8 → model input (4, h, w) uint8 at `scale`
-  (CPU tasks, with decoding; also shrinks what travels to the actors 16-fold);
+- `build_preprocess(cfg)`: image (4, H, W) uint8 → model input (4, h, w) uint8 at the working
+  scale (`backends.nuclei`: `scale`, finer for small nuclei) (CPU tasks, with decoding; also
+  shrinks what travels to the actors 16-fold);
 - `build_backend(cfg).infer(inputs) -> raws`: batched, in the segmentation actors (may hold
   models on a GPU);
-- `build_postprocess(cfg)`: raw → (h, w) int32 labels at model scale (CPU tasks).
+- `build_postprocess(cfg)`: raw → (h, w) int32 labels at the working scale (CPU tasks).
 
 The built-in `classical` and `hpa` register below, importing their modules only when a step is
 built (reading the registry stays cheap); a plugin backend is a module of its own
@@ -21,7 +22,7 @@ from functools import partial
 
 import numpy as np
 
-from hpa_ray.backends._common import BackendError, downscale
+from hpa_ray.backends._common import BackendError
 from hpa_ray.backends.registry import BackendSpec, SegmentationBackend, backend_names, backend_spec, register_backend
 from hpa_ray.config import ClassicalConfig, HpaConfig, SegmentConfig
 
@@ -36,7 +37,7 @@ def _spec_and_section(cfg: SegmentConfig):
 
 
 def build_preprocess(cfg: SegmentConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """image (4, H, W) uint8 → model input (4, h, w) uint8, h = round(H * scale)."""
+    """image (4, H, W) uint8 → model input (4, h, w) uint8 at the image's working scale."""
     spec, section = _spec_and_section(cfg)
     return spec.preprocess(section)
 
@@ -86,7 +87,9 @@ def _cluster_gpus() -> float:
 
 
 def _scaled(section) -> Callable[[np.ndarray], np.ndarray]:
-    return partial(downscale, scale=section.scale)
+    from hpa_ray.backends.nuclei import to_working_scale
+
+    return partial(to_working_scale, p=section)
 
 
 def _classical_backend(section: ClassicalConfig):

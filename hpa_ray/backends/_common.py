@@ -12,6 +12,8 @@ class BackendError(RuntimeError):
 
 def downscale(image: np.ndarray, scale: float) -> np.ndarray:
     """(C, H, W) uint8 → (C, h, w) uint8, h = round(H * scale) (area average)."""
+    if scale == 1:
+        return image
     _, height, width = image.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.stack([cv2.resize(ch, size, interpolation=cv2.INTER_AREA) for ch in image])

@@ -1,6 +1,7 @@
 """Classical CPU segmentation: nuclei from the blue channel, cells by seeded watershed.
 
-No weights. Runs at `scale` of the full resolution; the labels are upsampled by the caller.
+No weights. Runs at the working resolution (`_common.working_scale`: `scale` of the full
+resolution, finer for an image whose nuclei are small); the labels are upsampled by the caller.
 Parameters were fixed once on HPA's four reference images (../shared/data/hpa-real), for
 nuclei of their typical radius; for an image whose nuclei are much smaller or larger (another
 magnification, another cell type) they scale with its nuclei (`size_factor`).
@@ -8,7 +9,6 @@ magnification, another cell type) they scale with its nuclei (`size_factor`).
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from scipy import sparse
@@ -16,6 +16,7 @@ from scipy.sparse import csgraph
 from skimage import filters, measure, morphology, segmentation
 
 from hpa_ray.backends._common import drop_small
+from hpa_ray.backends.nuclei import blur, nucleus_radius, per_label, weighted_median
 from hpa_ray.config import ClassicalConfig
 from hpa_ray.schema import CHANNELS
 
@@ -36,49 +37,11 @@ class ClassicalBackend:
         return list(inputs)
 
 
-def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    return cv2.GaussianBlur(image, (0, 0), sigmaX=max(sigma, 0.1))
-
-
-def _per_label(statistic, values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """statistic: ndi.maximum / ndi.median; values, labels: (h, w) → (labels.max(),) the
-    statistic of `values` over each label 1..n; NaN for a label with no pixel (labels after
-    `drop_small` have gaps; scipy would return an arbitrary value). Only labelled pixels are
-    passed: scipy sorts all it is given, and the background is most of an image."""
-    inside = labels > 0
-    out = np.asarray(statistic(values[inside], labels[inside], np.arange(1, labels.max() + 1)), np.float64)
-    out[np.bincount(labels[inside], minlength=labels.max() + 1)[1:] == 0] = np.nan
-    return out
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """(n,) values, (n,) weights → the value at half the total weight, counted from the smallest."""
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
-
-
-def nucleus_radius(blue: np.ndarray, scale: float) -> tuple[float, int]:
-    """blue: (h, w) float32 in [0, 1] at `scale` of the full resolution → (typical nucleus
-    radius in full-resolution px, number of blue objects measured; 0 when there are none).
-
-    The radius of an object is the peak of its distance map (touching nuclei keep their own
-    radius); the typical one is the area-weighted median, so specks of noise do not count.
-    """
-    smooth = _blur(blue, 2.0)
-    if smooth.max() <= smooth.min():
-        return 0.0, 0
-    mask = ndi.binary_fill_holes(smooth > filters.threshold_otsu(smooth))
-    objects, n = ndi.label(mask)
-    if n == 0:
-        return 0.0, 0
-    peaks = _per_label(ndi.maximum, ndi.distance_transform_edt(mask), objects)
-    return _weighted_median(peaks, np.bincount(objects.ravel())[1:]) / scale, n
-
-
 def size_factor(blue: np.ndarray, p: ClassicalConfig) -> float:
-    """blue as for `nucleus_radius` → k, the factor the config's pixel sizes are scaled by for
-    this image (lengths ×k, areas ×k²): 1 when not adapting, when no nucleus is seen or while
+    """blue: (h, w) float32 in [0, 1] at the working scale → k, the factor the config's pixel
+    sizes are scaled by for this image (lengths ×k, areas ×k²). Sizes are read in working pixels
+    as if the image were at `p.scale`: an image the working scale already brought its nuclei to
+    the reference size for gets k ≈ 1. k is 1 when not adapting, when no nucleus is seen or while
     the typical radius is within ×/÷ the tolerance of the reference; beyond, radius / reference,
     held to 1/3..3 (see ClassicalConfig)."""
     if not p.adapt_to_nucleus_size or blue.max() < p.min_signal:
@@ -103,15 +66,15 @@ def size_adapted(p: ClassicalConfig, k: float) -> ClassicalConfig:
 
 
 def segment_nuclei(blue: np.ndarray, p: ClassicalConfig) -> np.ndarray:
-    """blue: (h, w) float32 in [0, 1] at model scale → (h, w) int32 nucleus labels."""
+    """blue: (h, w) float32 in [0, 1] at the working scale → (h, w) int32 nucleus labels."""
     area_scale = p.scale**2
-    smooth = _blur(blue, p.nucleus_sigma * p.scale)
+    smooth = blur(blue, p.nucleus_sigma * p.scale)
     if smooth.max() < p.min_signal:
         return np.zeros(blue.shape, np.int32)
     threshold = max(filters.threshold_otsu(smooth) * p.nucleus_threshold, p.min_signal)
     mask = ndi.binary_fill_holes(_lit_objects(smooth, threshold, p) if p.follow_illumination else smooth > threshold)
     # Split touching nuclei at saddles of the distance map deeper than split_h.
-    dist = _blur(ndi.distance_transform_edt(mask).astype(np.float32), 1.0)
+    dist = blur(ndi.distance_transform_edt(mask).astype(np.float32), 1.0)
     peaks = measure.label(h_maxima_by_object(dist, p.nucleus_split_h * p.scale))
     nuclei = segmentation.watershed(-dist, peaks, mask=mask)
     if p.merge_lobes:
@@ -153,11 +116,11 @@ def _lit_objects(smooth: np.ndarray, threshold: float, p: ClassicalConfig) -> np
     objects, n = ndi.label(smooth > max(threshold * p.illumination_floor, p.min_signal))
     if n == 0:
         return smooth > threshold
-    peaks = _per_label(ndi.maximum, smooth, objects)
+    peaks = per_label(ndi.maximum, smooth, objects)
     reaching = peaks > threshold
     if not reaching.any():
         return smooth > threshold
-    typical = _weighted_median(peaks[reaching], np.bincount(objects.ravel(), minlength=n + 1)[1:][reaching])
+    typical = weighted_median(peaks[reaching], np.bincount(objects.ravel(), minlength=n + 1)[1:][reaching])
     return smooth > _dimmed(threshold, peaks, typical, p.illumination_floor)[objects]
 
 
@@ -192,7 +155,7 @@ def merge_lobes(nuclei: np.ndarray, smooth_blue: np.ndarray, p: ClassicalConfig)
     pairs, border = _touching_pairs(nuclei, smooth_blue)
     if len(pairs) == 0:
         return nuclei
-    medians = np.concatenate([[0.0], _per_label(ndi.median, smooth_blue, nuclei)])
+    medians = np.concatenate([[0.0], per_label(ndi.median, smooth_blue, nuclei)])
     low = np.minimum(medians[pairs[:, 0]], medians[pairs[:, 1]])
     high = np.maximum(medians[pairs[:, 0]], medians[pairs[:, 1]])
     join = (border >= p.merge_valley * low) & (low >= p.merge_contrast * high)
@@ -205,7 +168,7 @@ def merge_lobes(nuclei: np.ndarray, smooth_blue: np.ndarray, p: ClassicalConfig)
 
 
 def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
-    """raw: (4, h, w) uint8 at `p.scale`, channels in CHANNELS order → (h, w) int32 labels.
+    """raw: (4, h, w) uint8 at the working scale, channels in CHANNELS order → (h, w) int32 labels.
 
     The config's pixel sizes are scaled to this image's nuclei first (`size_factor`).
 
@@ -218,13 +181,13 @@ def segment_cells(raw: np.ndarray, p: ClassicalConfig) -> np.ndarray:
     nuclei = segment_nuclei(raw[_B], p)
     if nuclei.max() == 0:
         return nuclei
-    body = raw[_R] + raw[_Y] + p.green_weight * raw[_G] + _blur(raw[_B], p.nucleus_sigma * p.scale)
-    body = _blur(body, p.body_sigma * p.scale)
+    body = raw[_R] + raw[_Y] + p.green_weight * raw[_G] + blur(raw[_B], p.nucleus_sigma * p.scale)
+    body = blur(body, p.body_sigma * p.scale)
     threshold = filters.threshold_otsu(body) * p.cell_threshold
     if p.follow_illumination:
         # Each cell's foreground level scales with the body signal over its own nucleus
         # (never raised): grow all cells over the lowest level, then again inside each one's own.
-        levels = _per_label(ndi.median, body, nuclei)  # NaN: a nucleus dropped as too small
+        levels = per_label(ndi.median, body, nuclei)  # NaN: a nucleus dropped as too small
         per_cell = _dimmed(threshold, levels, float(np.nanmedian(levels)), p.illumination_floor)
         cells = segmentation.watershed(-body, nuclei, mask=(body > np.nanmin(per_cell[1:])) | (nuclei > 0))
         foreground = body > per_cell[cells]
