@@ -152,6 +152,9 @@ class TuneConfig(_Section):
     num_samples: int = Field(8, ge=1)  # trials
     max_concurrent_trials: int | Literal["auto"] = "auto"  # what fits (train.concurrent_trials)
     seed: int = 0  # Optuna's sampler seed
+    # Where the Optuna study lives (a SQLAlchemy URL, e.g. postgresql://… or sqlite:////shared/s.db);
+    # None: SQLite at RUN_DIR/study.db. Each search is a study of its own name in it.
+    study_storage: str | None = None
     asha: AshaConfig = AshaConfig()  # early stopping of weak trials
     search_space: dict[str, SearchDim] = {  # TrainConfig keys → how to draw them
         "lr": SearchDim(type="loguniform", low=1e-4, high=3e-3),

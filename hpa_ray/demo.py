@@ -84,7 +84,8 @@ def _search(outputs: dict, out: Path, size: DemoSize, base: TrainConfig) -> Trai
         search_space={"lr": SearchDim(type="loguniform", low=size.search_lr[0], high=size.search_lr[1])},
         asha={"grace_period": 1, "reduction_factor": 2},
     )  # fmt: skip
-    table = run_search(outputs["train_cells"], outputs["folds"], out / "runs" / "search", cfg)
+    outputs["search"] = out / "runs" / "search"
+    table = run_search(outputs["train_cells"], outputs["folds"], outputs["search"], cfg)
     print(table[["lr", "epochs_run", "best_val_map"]].to_string(index=False))
     return base.model_copy(update={"lr": float(table.iloc[0].lr)})
 
@@ -185,4 +186,6 @@ def main(argv: list[str] | None = None) -> int:
           f"prior-only {scores['prior_mAP']:.4f}; outputs:")  # fmt: skip
     for name, path in {**outputs, **({"log": log_file} if console.quiet() else {})}.items():
         print(f"  {name:16s} {path}")
+    if "search" in outputs:
+        print(f"the search in optuna-dashboard: python -m hpa_ray.tune dashboard {outputs['search']}")
     return 0

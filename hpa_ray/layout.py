@@ -83,6 +83,7 @@ class Search:
     best_config = property(lambda self: storage.join(self.root, "best_config.yaml"))
     hparams = property(lambda self: storage.join(self.root, "tensorboard", "hparams"))
     ray_results = property(lambda self: storage.join(self.root, "ray_results"))
+    study_db = property(lambda self: storage.join(self.root, "study.db"))  # the Optuna study (SQLite)
 
     def trial(self, trial_id: str) -> TrainingRun:
         return TrainingRun(storage.join(self.root, "trials", trial_id))

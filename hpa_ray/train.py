@@ -251,6 +251,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"epoch": epoch, **epoch_stats, **val, "best_val_map": w.state["best_map"],
                    "lr": w.scheduler.get_last_lr()[0], "resumed_from_epoch": w.resumed_from,
                    "gpu_fallback": gpu_fallback(config.get("gpu", False), w.device),
+                   # this fold ends after this epoch by itself (a search tells ASHA's stops apart)
+                   "last_epoch": epoch == w.cfg.epochs - 1 or w.state["since_best"] >= w.cfg.patience,
                    "train_images_per_s": epoch_stats["train_images_per_s"] * w.world}  # fmt: skip
         _report(metrics, w, writer)
         if w.state["since_best"] >= w.cfg.patience:

@@ -4,7 +4,8 @@ Every trial trains through `hpa_ray.train.fit_fold`, the same Ray Train code as 
 The search space lives in conf/tune.yaml. Outputs in RUN_DIR: best_config.yaml (a TrainConfig
 that `train --config` accepts), trials.csv (one row per trial), trials/<trial>/fold-K/ (each
 trial's metrics and TensorBoard logs), ray_results/ (Tune's experiment, for --resume and the
-dashboard / TensorBoard). Cells, folds and RUN_DIR may be local or object storage (`s3://…`).
+dashboard / TensorBoard), study.db (the Optuna study: `python -m hpa_ray.tune dashboard RUN_DIR`
+opens optuna-dashboard on it). Cells, folds and RUN_DIR may be local or object storage (`s3://…`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import pandas as pd
 
-from hpa_ray import _ray, cli, console, storage
+from hpa_ray import _ray, cli, console, storage, study
 from hpa_ray.config import ConfigError, SearchDim, TrainConfig, TuneConfig, load_config, write_resolved
 from hpa_ray.layout import Search
 from hpa_ray.locks import LockError, owned_by_this_run
@@ -90,7 +91,6 @@ def asha_scheduler(cfg: TuneConfig):
 
 def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     cfg = cfg.model_copy(update={"train": settle_cache(cfg.train, cells)})
     trainable = tune.with_resources(
@@ -109,7 +109,8 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
         param_space=search_space(cfg),
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, num_samples=cfg.num_samples, scheduler=asha_scheduler(cfg),
-            search_alg=OptunaSearch(sampler=_sampler(cfg.seed)), max_concurrent_trials=_concurrency(cfg),
+            search_alg=study.searcher(cfg, run_dir, _sampler(cfg.seed), METRIC, MODE),
+            max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),
                                   callbacks=console.tune_callbacks(None, cfg.max_epochs())),  # fmt: skip
@@ -122,9 +123,11 @@ def _plain(value):
 
 
 def trial_status(row, max_epochs: int) -> str:
+    """error | completed | stopped by ASHA (trials.csv's `pruned`; before it, fewer epochs than the most)."""
     if row["error"]:
         return "error"
-    return "completed" if row["epochs_run"] >= max_epochs else "stopped by ASHA"
+    pruned = row["pruned"] if "pruned" in row else row["epochs_run"] < max_epochs
+    return "stopped by ASHA" if pruned else "completed"
 
 
 def write_hparams(run_dir: str, table: pd.DataFrame, cfg: TuneConfig) -> str:
@@ -169,18 +172,40 @@ def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False)
         history = result.metrics_dataframe
         best = history[METRIC].max() if history is not None and METRIC in history else float("nan")
         epochs = int(history["epoch"].max()) + 1 if history is not None and "epoch" in history else 0
-        rows.append({"trial_id": result.metrics.get("trial_id") if result.metrics else None, **result.config,
-                     "epochs_run": epochs, f"best_{METRIC}": best, "error": str(result.error or "")})  # fmt: skip
+        metrics = result.metrics or {}
+        rows.append({"trial_id": metrics.get("trial_id"), **result.config, "epochs_run": epochs,
+                     f"best_{METRIC}": best, "error": str(result.error or ""),
+                     "pruned": not result.error and not metrics.get(study.LAST_EPOCH, True)})  # fmt: skip
     table = pd.DataFrame(rows).sort_values(f"best_{METRIC}", ascending=False)
     storage.write_text(Search(run_dir).trials_csv, table.to_csv(index=False))
     write_hparams(run_dir, table, cfg)
+    study.publish(run_dir, cfg)
     best = grid.get_best_result(metric=METRIC, mode=MODE, scope="all")
     best_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), **best.config})
     write_resolved(best_cfg, Search(run_dir).best_config)
     return table
 
 
+def dashboard_main(argv: list[str]) -> int:
+    """`python -m hpa_ray.tune dashboard RUN_DIR [--host H] [--port P]`: optuna-dashboard over
+    the search's study (live while the search runs), until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hpa_ray.tune dashboard", description=dashboard_main.__doc__)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the search's --out")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    args = parser.parse_args(argv)
+    try:
+        return cli.guarded((ConfigError,), lambda: study.serve_dashboard(args.run_dir, args.host, args.port) or 0)
+    except KeyboardInterrupt:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dashboard"]:
+        return dashboard_main(argv[1:])
     parser = cli.StageParser("hpa_ray.tune", __doc__)
     parser.flag("--cells", required=True)
     parser.flag("--folds", required=True)
@@ -208,7 +233,8 @@ def _tune_cli(args) -> int:
     print(table.to_string(index=False, max_colwidth=30))
     print(
         f"tune: {len(table)} trials; best {METRIC} {table[f'best_{METRIC}'].max():.4f}; "
-        f"best config → {Search(args.out).best_config} (python -m hpa_ray.train --config it)"
+        f"best config → {Search(args.out).best_config} (python -m hpa_ray.train --config it); "
+        f"the study in optuna-dashboard: python -m hpa_ray.tune dashboard {args.out}"
     )
     return 0
 

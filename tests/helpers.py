@@ -52,20 +52,32 @@ def run_group(args: list[str], timeout: float, **popen) -> subprocess.CompletedP
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
-def chromium_dom(url: str, profile: Path) -> str:
-    """The DOM of `url` after headless Chromium has run its scripts (Debian's `chromium`; CI
-    installs it, elsewhere the calling test skips)."""
+def _chromium(profile: Path) -> list[str]:
+    """Headless Chromium's command line (Debian's `chromium`; CI installs it, elsewhere the
+    calling test skips)."""
     chromium = shutil.which("chromium")
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
-    return subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--virtual-time-budget=10000"]  # fmt: skip
+
+
+def chromium_dom(url: str, profile: Path) -> str:
+    """The DOM of `url` after headless Chromium has run its scripts."""
+    return subprocess.run([*_chromium(profile), "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+
+
+def chromium_screenshot(url: str, profile: Path, png: Path, size: tuple[int, int] = (1280, 900)) -> np.ndarray:
+    """`url` rendered by headless Chromium (its scripts run) → png, read back as (H, W, 3) uint8."""
+    import cv2
+
+    subprocess.run([*_chromium(profile), f"--window-size={size[0]},{size[1]}", "--hide-scrollbars",
+                    f"--screenshot={png}", url], capture_output=True, timeout=120)  # fmt: skip
+    assert png.exists(), f"chromium wrote no screenshot of {url}"
+    return cv2.imread(str(png))
 
 
 def loaded_images(dom: str) -> tuple[int, list[str]]:

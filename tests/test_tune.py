@@ -17,7 +17,7 @@ import pytest
 from hpa_ray._ray import free_port
 from hpa_ray.config import ConfigError, TrainConfig, TuneConfig, load_config
 from hpa_ray.tune import EXIT_INTERRUPTED, run_search, search_space
-from tests.helpers import chromium_dom, loaded_images, process_group, run_group
+from tests.helpers import chromium_dom, chromium_screenshot, loaded_images, process_group, run_group
 from tests.test_train import cells  # noqa: F401 - the module fixture of synthetic cells
 
 SPACE = "search_space={lr: {type: loguniform, low: 0.0003, high: 0.01}, epochs: {type: choice, values: [4]}}"
@@ -39,6 +39,45 @@ def test_asha_stops_weak_trials_and_best_config_loads_in_train(cells, tmp_path):
     assert len(trial_dirs) == 4 and all((d / "fold-0" / "metrics.jsonl").exists() for d in trial_dirs)
     _search_report_shows_every_trial(tmp_path / "search", table, tmp_path)
     _tensorboard_shows_every_trial(tmp_path / "search", table)
+    _dashboard_shows_the_study(tmp_path / "search", table, tmp_path)
+
+
+def _get_json(url: str, timeout: float = 60):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.load(response)
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _dashboard_shows_the_study(run_dir, table, tmp_path):
+    """`python -m hpa_ray.tune dashboard RUN_DIR` serves optuna-dashboard on the search's study:
+    one study, a trial per sample, ASHA's stops PRUNED and the rest COMPLETE, every epoch's
+    value there; its study page renders in headless Chromium (a screenshot, not blank)."""
+    port = free_port()
+    command = [sys.executable, "-m", "hpa_ray.tune", "dashboard", str(run_dir), "--port", str(port)]
+    with process_group(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True):
+        studies = _get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        assert len(studies) == 1 and studies[0]["study_name"].startswith("search-"), studies
+        study_id = studies[0]["study_id"]
+        trials = _get_json(f"http://127.0.0.1:{port}/api/studies/{study_id}")["trials"]
+        assert len(trials) == len(table)
+        by_lr = {round(float(row.lr), 12): row for row in table.itertuples()}
+        for trial in trials:
+            lr = next(float(p["param_external_value"]) for p in trial["params"] if p["name"] == "lr")
+            row = by_lr[round(lr, 12)]
+            assert trial["state"] == ("Pruned" if row.pruned else "Complete"), (trial["state"], row)
+            assert [v["step"] for v in trial["intermediate_values"]] == list(range(1, row.epochs_run + 1))
+            epochs = pd.read_json(run_dir / "trials" / row.trial_id / "fold-0" / "metrics.jsonl", lines=True)
+            # (a trial ASHA stopped may log one more epoch before it is stopped: Tune never sees it)
+            assert trial["intermediate_values"][-1]["value"] == pytest.approx(epochs.val_map[row.epochs_run - 1])
+        shot = chromium_screenshot(f"http://127.0.0.1:{port}/dashboard/studies/{study_id}", tmp_path / "profile-od",
+                                   tmp_path / "dashboard.png")  # fmt: skip
+    assert shot.std() > 10 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 50, "a blank page"
 
 
 def test_asha_stops_a_trial_below_its_rung_cutoff():
@@ -86,7 +125,7 @@ def _tensorboard_shows_every_trial(run_dir, table: pd.DataFrame) -> None:
     ours = {g["name"].rsplit("/", 1)[-1]: g for g in groups if g["name"].startswith("hparams/")}
     assert set(ours) == set(table.trial_id), groups
     for row in table.itertuples():
-        status = "completed" if row.epochs_run == 4 else "stopped by ASHA"
+        status = "stopped by ASHA" if row.pruned else "completed"
         metrics = {m["name"]["tag"]: m["value"] for m in ours[row.trial_id]["metricValues"]}
         assert ours[row.trial_id]["hparams"]["status"] == status
         assert metrics["best_val_map"] == pytest.approx(row.best_val_map, abs=1e-6)
@@ -138,6 +177,12 @@ def test_interrupted_search_resumes(cells, tmp_path):  # noqa: F811
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     table = pd.read_csv(run_dir / "trials.csv")
     assert len(table) == 2 and table.trial_id.is_unique  # the interrupted trial and the one never started
+    import optuna
+
+    # The same study went on: one per search, its trials the samples, none twice, all ended.
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{run_dir / 'study.db'}")
+    trials = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{run_dir / 'study.db'}").trials
+    assert len(trials) == 2 and all(t.state.is_finished() for t in trials), trials
 
 
 def test_seeded_sampler_states_its_settings_and_repeats():
