@@ -269,7 +269,9 @@ def _report(metrics: dict, w: _Worker, writer) -> None:
         ray.train.report(metrics, checkpoint=None)
         return
     writer.log(metrics)
-    storage.append_text(Fold(w.fold_dir).metrics_jsonl, json.dumps(metrics) + "\n")
+    # the node beside each epoch: where a fold ran, and which node a lost worker was on
+    line = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+    storage.append_text(Fold(w.fold_dir).metrics_jsonl, json.dumps(line) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"model": w.bare.state_dict(), "optimizer": w.optimizer.state_dict(),
                     "scheduler": w.scheduler.state_dict(), "progress": dict(w.state)}, Path(tmp) / STATE)  # fmt: skip

@@ -190,13 +190,14 @@ def _segment_and_train_with_a_node_lost(root: Path, tmp_path: Path, name: str, e
     assert segment.stdout.count("torch sees none there") == 1, "said once"
     run = tmp_path / "run"
     cells = str(tmp_path / "seg" / "cells")
-    with process_group(["bash", "jobs/train.sh", cells, str(tmp_path / "folds.csv"), str(run), "epochs=8",
-                        "patience=8"], cwd=ROOT, env=jobs_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True) as train:  # fmt: skip
-        _wait_for(lambda: any((run / f"fold-{k}" / "metrics.jsonl").exists() for k in (0, 1)), 300,
-                  "a fold's first epoch")  # fmt: skip
+    epochs = 12  # a fold's epochs take ~1-2 s here: room to kill its node before it ends
+    with process_group(["bash", "jobs/train.sh", cells, str(tmp_path / "folds.csv"), str(run), f"epochs={epochs}",
+                        f"patience={epochs}"], cwd=ROOT, env=jobs_env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True) as train:  # fmt: skip
+        # the node of a fold that has reported an epoch (the other may still be starting on a node of its own)
+        first = _wait_for(lambda: _first_report(run), 300, "a fold's first epoch")
         killed_at = time.time()
-        killed = _cli("kill-node", "gpu_worker", "--running", "RayTrainWorker", "--name", name, env=env)
+        killed = _cli("kill-node", "gpu_worker", "--node-id", first["node_id"], "--name", name, env=env)
         assert killed.returncode == 0, killed.stderr
         out, _ = train.communicate(timeout=600)
     assert train.returncode == 0, out[-4000:]
@@ -205,11 +206,20 @@ def _segment_and_train_with_a_node_lost(root: Path, tmp_path: Path, name: str, e
     resumed = []
     for k in (0, 1):
         assert (run / f"fold-{k}" / "best" / "model.pt").exists()
-        assert list(pd.read_csv(run / f"fold-{k}" / "metrics.csv").epoch) == list(range(8)), "no epoch lost"
+        assert list(pd.read_csv(run / f"fold-{k}" / "metrics.csv").epoch) == list(range(epochs)), "no epoch lost"
         reports = [json.loads(line) for line in (run / f"fold-{k}" / "metrics.jsonl").read_text().splitlines()]
         resumed += [r for r in reports if r["resumed_from_epoch"] >= 0]
     assert resumed and resumed[0]["epoch"] == resumed[0]["resumed_from_epoch"] + 1, "from its last checkpoint"
     return killed_at
+
+
+def _first_report(run: Path) -> dict | None:
+    for k in (0, 1):
+        path = run / f"fold-{k}" / "metrics.jsonl"
+        text = path.read_text() if path.exists() else ""
+        if text.endswith("\n"):
+            return json.loads(text.splitlines()[0])
+    return None
 
 
 def _assert_timeline(timeline: dict, killed_at: float) -> None:
