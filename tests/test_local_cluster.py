@@ -9,6 +9,7 @@ removed when idle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -190,12 +191,14 @@ def _segment_and_train_with_a_node_lost(root: Path, tmp_path: Path, name: str, e
     assert segment.stdout.count("torch sees none there") == 1, "said once"
     run = tmp_path / "run"
     cells = str(tmp_path / "seg" / "cells")
-    epochs = 12  # a fold's epochs take ~1-2 s here: room to kill its node before it ends
+    epochs = 16  # a fold's epochs take ~0.2-4 s here: room to kill its node before it ends
     with process_group(["bash", "jobs/train.sh", cells, str(tmp_path / "folds.csv"), str(run), f"epochs={epochs}",
                         f"patience={epochs}"], cwd=ROOT, env=jobs_env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True) as train:  # fmt: skip
-        # the node of a fold that has reported an epoch (the other may still be starting on a node of its own)
-        first = _wait_for(lambda: _first_report(run), 300, "a fold's first epoch")
+        # The node of a fold whose checkpoint Ray Train has registered (the other fold may still be
+        # starting on a node of its own). A checkpoint reported but not yet registered by the
+        # run's controller (it polls the workers) is not resumed from: that fold would start over.
+        first = _wait_for(lambda: _first_registered(run), 300, "a fold's first registered checkpoint")
         killed_at = time.time()
         killed = _cli("kill-node", "gpu_worker", "--node-id", first["node_id"], "--name", name, env=env)
         assert killed.returncode == 0, killed.stderr
@@ -213,12 +216,15 @@ def _segment_and_train_with_a_node_lost(root: Path, tmp_path: Path, name: str, e
     return killed_at
 
 
-def _first_report(run: Path) -> dict | None:
+def _first_registered(run: Path) -> dict | None:
+    """A fold's first epoch report (its node_id) once Ray Train has registered a checkpoint of it."""
     for k in (0, 1):
         path = run / f"fold-{k}" / "metrics.jsonl"
+        snapshot = run / "ray_results" / f"{run.name}-fold-{k}" / "checkpoint_manager_snapshot.json"
         text = path.read_text() if path.exists() else ""
-        if text.endswith("\n"):
-            return json.loads(text.splitlines()[0])
+        with contextlib.suppress(OSError, ValueError):  # the snapshot may be half written
+            if text.endswith("\n") and json.loads(snapshot.read_text())["checkpoint_results"]:
+                return json.loads(text.splitlines()[0])
     return None
 
 
