@@ -137,3 +137,18 @@ def use_gpu(setting: bool | str) -> bool:
     if setting == "auto":
         return cluster_resources().get("GPU", 0) > 0
     return bool(setting)
+
+
+def tensorboard_scalars():
+    """Tune's TensorBoard logger (each trial's results as scalars, where Ray writes them) without
+    its HParams summary. Tune's summary names every key of a trial's config (`train/…`, the fold
+    directory) beside the search's own (tune's RUN_DIR/tensorboard/hparams: the searched values,
+    status, best val_map): `tensorboard --logdir RUN_DIR` listed each trial two or three times
+    with half the columns empty. Given in a run's callbacks, it replaces Tune's default one."""
+    from ray.tune.logger import TBXLoggerCallback
+
+    class TBXScalars(TBXLoggerCallback):
+        def _try_log_hparams(self, trial, result) -> None:
+            return
+
+    return TBXScalars()

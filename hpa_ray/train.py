@@ -432,7 +432,7 @@ def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: Train
             name=f"{storage.name(run_dir)}-folds",
             storage_path=cfg.storage_path or TrainingRun(run_dir).ray_results,
             verbose=console.tune_verbosity(),
-            callbacks=console.tune_callbacks("fold", cfg.epochs),
+            callbacks=[*console.tune_callbacks("fold", cfg.epochs), _ray.tensorboard_scalars()],
         ),
     )
     grid = tuner.fit()

@@ -113,7 +113,8 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
             max_concurrent_trials=_concurrency(cfg),
         ),
         run_config=tune.RunConfig(name=storage.name(experiment), storage_path=results, verbose=console.tune_verbosity(),
-                                  callbacks=console.tune_callbacks(None, cfg.max_epochs())),  # fmt: skip
+                                  callbacks=[*console.tune_callbacks(None, cfg.max_epochs()),
+                                             _ray.tensorboard_scalars()]),  # fmt: skip
     )  # fmt: skip
 
 

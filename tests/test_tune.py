@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,16 +115,16 @@ def _search_report_shows_every_trial(run_dir, table: pd.DataFrame, tmp_path) -> 
 
 
 def _tensorboard_shows_every_trial(run_dir, table: pd.DataFrame) -> None:
-    """TensorBoard on 127.0.0.1 over RUN_DIR/tensorboard (as the README says: over the whole
-    search directory Tune's own HParams sessions can hide these metric columns): its HParams
-    data lists every trial with its status beside its best val_map."""
+    """TensorBoard on 127.0.0.1 over the whole search directory, as the README says: its HParams
+    data lists every trial once, with its status beside its best val_map, and nothing else (Tune's
+    own per-trial HParams sessions are not written)."""
     port = free_port()
-    board = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir / "tensorboard"), "--host", "127.0.0.1",
+    board = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1",
              "--port", str(port)]  # fmt: skip
     with process_group(board, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         groups = _session_groups(port)
-    ours = {g["name"].rsplit("/", 1)[-1]: g for g in groups if g["name"].startswith("hparams/")}
-    assert set(ours) == set(table.trial_id), groups
+    ours = {g["name"].rsplit("/", 1)[-1]: g for g in groups if g["name"].startswith("tensorboard/hparams/")}
+    assert set(ours) == set(table.trial_id) and len(groups) == len(ours), [g["name"] for g in groups]
     for row in table.itertuples():
         status = "stopped by ASHA" if row.pruned else "completed"
         metrics = {m["name"]["tag"]: m["value"] for m in ours[row.trial_id]["metricValues"]}
@@ -142,7 +143,7 @@ def _session_groups(port: int, timeout: float = 90) -> list[dict]:
                 f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups", request.encode(),
                 {"Content-Type": "application/json"}), timeout=10)  # fmt: skip
             groups = json.loads(reply.read())["sessionGroups"]
-            ours = [g for g in groups if g["name"].startswith("hparams/")]
+            ours = [g for g in groups if "hparams/" in g["name"]]
             # TensorBoard lists a session before it has read its metrics: wait for both
             if ours and all(len(g.get("metricValues", [])) >= 2 for g in ours):
                 return groups
@@ -170,6 +171,8 @@ def test_interrupted_search_resumes(cells, tmp_path):  # noqa: F811
         while time.time() < deadline and not list(run_dir.glob("trials/*/fold-0/metrics.jsonl")):
             time.sleep(1)
         assert list(run_dir.glob("trials/*/fold-0/metrics.jsonl")), "the first run never started a trial"
+        live = _first_reported_trial(f"sqlite:///{run_dir / 'study.db'}")  # what the dashboard reads, live
+        assert live.state.name == "RUNNING" and live.intermediate_values, live
         os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C does
         assert first.wait(timeout=120) == EXIT_INTERRUPTED
     assert not (run_dir / "trials.csv").exists(), "the first run was interrupted before the end"
@@ -183,6 +186,22 @@ def test_interrupted_search_resumes(cells, tmp_path):  # noqa: F811
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{run_dir / 'study.db'}")
     trials = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{run_dir / 'study.db'}").trials
     assert len(trials) == 2 and all(t.state.is_finished() for t in trials), trials
+
+
+def _first_reported_trial(url: str, timeout: float = 60):
+    """The study's first trial with an intermediate value, read while the search runs."""
+    import optuna
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(Exception):  # the searcher may still be creating the study's tables
+            for summary in optuna.get_all_study_summaries(url):
+                reported = [t for t in optuna.load_study(study_name=summary.study_name, storage=url).trials
+                            if t.intermediate_values]  # fmt: skip
+                if reported:
+                    return reported[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no trial reported to the study {url} within {timeout} s")
 
 
 def test_seeded_sampler_states_its_settings_and_repeats():
