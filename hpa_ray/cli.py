@@ -1,6 +1,6 @@
 """One CLI shape for every stage: the same flag for the same idea, the same error handling.
 
-    --images DIR     input images, {ID}_{red,green,blue,yellow}.png|tif       segment, predict
+    --images DIR     input images, {ID}_{red,green,blue,yellow}.png|tif       segment, predict, report
     --labels CSV     ID,Label                                                   segment, folds, report
     --cells DIR      segment's OUT/cells                                        train, tune
     --folds CSV      image_id,fold                                              train, tune, report

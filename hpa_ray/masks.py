@@ -102,6 +102,15 @@ def decode_mask(text: str, height: int, width: int) -> np.ndarray:
         raise ValueError(f"mask does not decode to {height}x{width}: {exc}") from exc
 
 
+def label_image(masks: list[str], height: int, width: int) -> np.ndarray:
+    """Submission mask strings → one (height, width) int32 label image, mask k painted k + 1
+    (a later mask wins where two overlap). Raises ValueError as `decode_mask` does."""
+    labels = np.zeros((height, width), np.int32)
+    for k, text in enumerate(masks):
+        labels[decode_mask(text, height, width).astype(bool)] = k + 1
+    return labels
+
+
 def encode_strip(strip_t: np.ndarray, x0: int, height: int, width: int) -> str:
     """Encode one cell's mask given only the columns it spans.
 

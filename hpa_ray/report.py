@@ -2,7 +2,9 @@
 
 Each part appears when its input is given: labels (a labels CSV), rare-class cells and
 segmentation (a segment output directory), folds, training (a train run directory), search (a
-tune run directory), evaluation (a truth Parquet and a submission). Headless: matplotlib's Agg, no notebook, no server.
+tune run directory), evaluation (a truth Parquet and a submission), and the predictions view (a
+submission and its images: predictions.html, linked from index.html; `hpa_ray.report_predictions`).
+Headless: matplotlib's Agg, no notebook, no server.
 The inputs may be local or object storage (`s3://…`); the page and its PNGs are written locally.
 """
 
@@ -21,11 +23,13 @@ import pandas as pd
 from hpa_ray import cli, storage
 from hpa_ray import report_figures as figs
 from hpa_ray.layout import SegmentOutput
+from hpa_ray.masks import label_image
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 
 EXAMPLES_PER_CLASS = 6  # cells shown per rare class
 RARE_CLASSES = 6  # the rarest classes (by images) that have cells
 OUTLINED_IMAGES = 3  # images drawn with their cell outlines
+PREDICTIONS_PAGE = "predictions.html"  # the predictions view, linked from index.html
 
 
 @dataclass
@@ -69,13 +73,6 @@ def _rare_cells(cells_dir: str, out: Path) -> Section | None:
                                            "(cells inherit their image's labels).")])  # fmt: skip
 
 
-def _cell_labels(cells: pd.DataFrame, height: int, width: int) -> np.ndarray:
-    from hpa_ray.masks import decode_mask
-
-    labels = np.zeros((height, width), np.int32)
-    for cell_id, rle in zip(cells.cell_id, cells.mask_rle):
-        labels[decode_mask(rle, height, width).astype(bool)] = cell_id
-    return labels
 
 
 def _input_paths(segment_dir: str) -> dict[str, list[str]]:
@@ -107,8 +104,8 @@ def _segmentation(segment_dir: str, out: Path) -> Section:
     dataset = storage.parquet_dataset(storage.join(segment_dir, "cells"))
     paths = _input_paths(segment_dir) if len(shown) else {}
     for row in shown.itertuples():
-        cells = dataset.to_table(columns=["cell_id", "mask_rle"], filter=pc.field("image_id") == row.image_id)
-        labels = _cell_labels(cells.to_pandas(), row.image_height, row.image_width)
+        cells = dataset.to_table(columns=["mask_rle"], filter=pc.field("image_id") == row.image_id)
+        labels = label_image(cells.column("mask_rle").to_pylist(), row.image_height, row.image_width)
         image = _read_or_none(paths.get(row.image_id))
         path = figs.outlines(
             image, labels, f"{row.image_id}: {row.n_cells} cells", out / f"outlines_{len(section.figures)}.png"
@@ -193,7 +190,7 @@ def _evaluation(truth: str, submission: str, out: Path) -> Section:
     return Section("Evaluation", [(path, caption)])
 
 
-def _index(sections: list[Section], out: Path) -> Path:
+def _index(sections: list[Section], out: Path, name: str = "index.html", title: str = "hpa_ray report") -> Path:
     parts = []
     for section in sections:
         parts.append(f"<section><h2>{html.escape(section.title)}</h2>")
@@ -204,19 +201,19 @@ def _index(sections: list[Section], out: Path) -> Path:
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
         parts.append(section.html + "</section>")
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>hpa_ray report</title><style>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}img{max-width:100%}"
         "figure{margin:1em 0}figcaption{color:#444;font-size:0.9em}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "table{border-collapse:collapse;font-size:0.9em}</style></head><body><h1>hpa_ray report</h1>"
+        f"table{{border-collapse:collapse;font-size:0.9em}}</style></head><body><h1>{title}</h1>"
         + "".join(parts)
         + "</body></html>\n"
     )
-    (out / "index.html").write_text(page)
-    return out / "index.html"
+    (out / name).write_text(page)
+    return out / name
 
 
 def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, truth=None, submission=None,
-               search_dir=None) -> Path:  # fmt: skip
+               search_dir=None, images=None) -> Path:  # fmt: skip
     """Write the figures for the inputs given and out/index.html; returns its path."""
     fold_metrics = _fold_metrics(str(run_dir)) if run_dir else []
     if run_dir and not fold_metrics:  # said before any figure is written
@@ -238,7 +235,20 @@ def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, tru
         sections.append(search_section(str(search_dir), out))
     if truth and submission:
         sections.append(_evaluation(str(truth), str(submission), out))
+    if images and submission:
+        sections.append(_predictions(str(submission), str(images), out, str(truth) if truth else None))
     return _index([s for s in sections if s is not None], out)
+
+
+def _predictions(submission: str, images: str, out: Path, truth: str | None) -> Section:
+    """The predictions view on a page of its own (its figures are many and large), linked here."""
+    from hpa_ray.report_predictions import predictions_view
+
+    figures, summary = predictions_view(submission, images, out, truth)
+    page = _index([Section("Predictions", figures, summary)], out, PREDICTIONS_PAGE, "hpa_ray predictions")
+    return Section("Predictions", html=f'<p><a href="{page.name}">The predictions view</a>: the test images with '
+                   "every cell outlined in its top class's colour and its confidence, and per class the most "
+                   f"confident cells{' beside the truth' if truth else ''}.</p>{summary}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,18 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-dir", help="a segment output directory (cells/, images.parquet)")
     parser.flag("--folds", help="folds CSV (image_id,fold); per-class counts need --labels or its _balance.csv")
     parser.flag("--run-dir", help="a training run directory (fold-K/metrics.csv)")
-    parser.add_argument("--truth", help="per-cell truth Parquet (with --submission)")
-    parser.add_argument("--submission", help="submission CSV (with --truth)")
+    parser.add_argument("--submission", help="submission CSV: evaluated with --truth, drawn with --images")
+    parser.add_argument("--truth", help="per-cell truth Parquet (with --submission): the evaluation, and the truth "
+                        "beside the predictions")
+    parser.flag("--images", help="the images the submission predicts (with --submission): the predictions view, "
+                "predictions.html")
     parser.add_argument("--search-dir", help="a tune run directory (trials.csv, trials/): curves, parameters, best")
     args = parser.parse(argv)
-    if bool(args.truth) != bool(args.submission):
-        parser.error("--truth and --submission go together")
+    if bool(args.truth or args.images) != bool(args.submission):
+        parser.error("--submission goes with --truth (its evaluation) or --images (its predictions view), or both")
     return cli.guarded((OSError, ValueError), lambda: _report_cli(args))
 
 
 def _report_cli(args) -> int:
     index = run_report(args.out, args.labels, args.segment_dir, args.folds, args.run_dir, args.truth,
-                       args.submission, args.search_dir)  # fmt: skip
+                       args.submission, args.search_dir, args.images)  # fmt: skip
     print(f"report: {index}")
     return 0
 

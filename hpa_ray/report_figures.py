@@ -7,6 +7,7 @@ image in `compose` (red microtubules, green protein, blue nucleus, yellow ER).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+from matplotlib import patheffects, ticker  # noqa: E402
 
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES  # noqa: E402
 
@@ -222,4 +223,81 @@ def search_parameters(trials: pd.DataFrame, space: dict[str, str], metric: str, 
         ax.set_ylabel(metric)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Search: each trial's best metric by parameter")
+    return _save(fig, path)
+
+
+def class_colour(c: int) -> tuple[float, float, float]:
+    """Class c's colour in every predictions figure (matplotlib's tab20: 20 colours, 19 classes)."""
+    return plt.get_cmap("tab20")(int(c) % 20)[:3]
+
+
+def _class_outlines(ax, image: np.ndarray, cells: np.ndarray, classes: np.ndarray, texts: list[str],
+                    title: str) -> None:  # fmt: skip
+    """image (4, H, W) uint8, cells (H, W) label image (cell k is k + 1), classes (n,) the colour
+    of each cell's class, texts (n,) written at each cell's centre → the composite, outlined."""
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    step = max(1, int(np.ceil(max(cells.shape) / 600)))  # about one image pixel per screen pixel
+    small = cells[::step, ::step]
+    picture = compose(image[:, ::step, ::step])
+    edges = ndimage.binary_dilation(find_boundaries(small, mode="inner")) & (small > 0)
+    palette = np.array([(1.0, 1.0, 1.0)] + [class_colour(c) for c in classes])
+    picture[edges] = palette[small[edges]]
+    ax.imshow(picture)
+    centres = ndimage.center_of_mass(small > 0, small, np.arange(1, len(classes) + 1))
+    stroke = [patheffects.withStroke(linewidth=2, foreground="black")]
+    for (y, x), c, text in zip(centres, classes, texts, strict=True):
+        if np.isfinite(x):
+            ax.text(x, y, text, color=class_colour(c), fontsize=7, ha="center", va="center", path_effects=stroke)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+
+
+def predicted_image(image: np.ndarray, cells: np.ndarray, scores: np.ndarray, title: str, path: Path,
+                    truth: tuple[np.ndarray, np.ndarray] | None = None) -> Path:  # fmt: skip
+    """image (4, H, W) uint8; cells (H, W) int label image, cell k is k + 1; scores (n, NUM_CLASSES)
+    the confidence per class → every cell outlined in its top class's colour, the confidence
+    beside it; truth (true cells (H, W), labels (m, NUM_CLASSES) multi-hot) drawn on the left."""
+    from matplotlib.patches import Patch
+
+    panels = 2 if truth is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 6.6), layout="constrained", squeeze=False)
+    top = scores.argmax(1)
+    texts = [f"{scores[k, c]:.2f}" for k, c in enumerate(top)]
+    shown = set(top.tolist())
+    if truth is not None:
+        true_cells, labels = truth
+        first = labels.argmax(1)  # the first true class (multi-hot: argmax takes the lowest index)
+        names = ["+".join(str(c) for c in np.flatnonzero(row)) for row in labels]
+        _class_outlines(axes[0, 0], image, true_cells, first, names, "truth: true classes")
+        shown |= set(first.tolist())
+    _class_outlines(axes[0, -1], image, cells, top, texts, "predicted: top class and its confidence")
+    handles = [Patch(color=class_colour(c), label=f"{c} {CLASS_NAMES[c]}") for c in sorted(shown)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def class_gallery(rows: dict[int, list[tuple[np.ndarray, str, bool | None]]], path: Path) -> Path:
+    """rows: class → [(crop (4, S, S) uint8, caption, right? or None), …] → one row per class;
+    a caption is green when right is True, red when False, black when None (no truth)."""
+    per_row = max((len(v) for v in rows.values()), default=1)
+    fig, axes = plt.subplots(max(1, len(rows)), per_row, figsize=(1.3 * per_row + 2.2, 1.45 * max(1, len(rows)) + 0.5),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    colours = {True: "green", False: "red", None: "black"}
+    for row, (c, crops) in enumerate(rows.items()):
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(crops):
+                ax.axis("off")  # fewer cells were given this class
+                continue
+            crop, caption, right = crops[col]
+            ax.imshow(compose(crop))
+            ax.set_title(caption, fontsize=7, color=colours[right], pad=2)
+            plt.setp(ax.spines.values(), color=class_colour(c), linewidth=2)
+        name = "\n".join(textwrap.wrap(f"{c} {CLASS_NAMES[c]}", 22))
+        axes[row, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle("The most confident cells per class (red microtubules, green protein, blue nucleus, yellow ER)")
     return _save(fig, path)

@@ -11,10 +11,20 @@ from PIL import Image
 
 from hpa_ray.config import FoldsConfig, PredictConfig, SegmentConfig
 from hpa_ray.folds import make_folds, read_label_matrix
+from hpa_ray.masks import encode_mask, label_image
 from hpa_ray.predict import run_predict
 from hpa_ray.report import main, run_report
+from hpa_ray.report_predictions import (
+    GALLERY_CELLS,
+    SHOWN_IMAGES,
+    gallery_rows,
+    match_cells,
+    prediction_scores,
+    read_predictions,
+)
 from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment
+from hpa_ray.submission import prediction_string, write_submission
 from tests.helpers import chromium_dom, loaded_images
 from tests.test_predict import _make_run
 
@@ -53,10 +63,10 @@ def pipeline(ray_local, synth_set, tmp_path_factory):
     return {"root": root, "labels": synth_set / "labels.csv", "truth": synth_set / "truth.parquet", "run": run}
 
 
-def _full_report(pipeline, out):
+def _full_report(pipeline, out, images=None):
     return run_report(out, labels=pipeline["labels"], segment_dir=pipeline["root"] / "seg",
                       folds=pipeline["root"] / "folds.csv", run_dir=pipeline["run"], truth=pipeline["truth"],
-                      submission=pipeline["root"] / "submission.csv")  # fmt: skip
+                      submission=pipeline["root"] / "submission.csv", images=images)  # fmt: skip
 
 
 def test_every_part_writes_real_images_and_the_index_links_them(pipeline, tmp_path):
@@ -90,7 +100,92 @@ def test_real_label_file_alone_and_bad_inputs(shared_data, tmp_path, capsys):
     assert "no fold-K/metrics.csv" in capsys.readouterr().err
 
 
-def test_index_renders_in_headless_chromium(pipeline, tmp_path):
-    index = _full_report(pipeline, tmp_path / "report")
-    count, broken = loaded_images(chromium_dom(index.as_uri(), tmp_path / "profile"))
-    assert count == len(list((tmp_path / "report").glob("*.png"))) > 0 and not broken, broken
+def test_index_and_predictions_view_render_in_headless_chromium(pipeline, synth_set, tmp_path):
+    index = _full_report(pipeline, tmp_path / "report", images=synth_set / "images")
+    index_count, broken = loaded_images(chromium_dom(index.as_uri(), tmp_path / "profile"))
+    assert index_count > 0 and not broken, broken
+    page = tmp_path / "report" / "predictions.html"
+    assert 'href="predictions.html"' in index.read_text()
+    view_count, broken = loaded_images(chromium_dom(page.as_uri(), tmp_path / "profile"))
+    assert view_count > 0 and not broken, broken
+    assert index_count + view_count == len(list((tmp_path / "report").glob("*.png")))
+    # the view of a real prediction: every predicted image read, its cells matched to the truth's
+    submission = pd.read_csv(pipeline["root"] / "submission.csv", keep_default_na=False)
+    predicted = int((submission.PredictionString.str.strip() != "").sum())
+    linked = re.findall(r'<img src="([^"]+)"', page.read_text())
+    assert linked == [f"predicted_{k}.png" for k in range(min(SHOWN_IMAGES, predicted))] + ["predicted_cells.png"]
+    with Image.open(tmp_path / "report" / "predicted_0.png") as image:
+        assert image.size == (1200, 660)
+    images, notes = read_predictions(str(pipeline["root"] / "submission.csv"), str(synth_set / "images"),
+                                     str(synth_set / "truth.parquet"))  # fmt: skip
+    assert not notes and len(images) == predicted
+    assert all(item.cells.max() == len(item.scores) for item in images)
+    matched = np.concatenate([item.match for item in images])
+    assert (matched >= 0).mean() >= 0.8, "the segmentation finds most true cells at IoU 0.6"
+
+
+def _answer_with_truth(truth: pd.DataFrame, wrong: int) -> pd.DataFrame:
+    """A submission giving every true cell its true classes at 0.9 and class `wrong` (where it is
+    not true) at 0.3."""
+    rows = []
+    for image_id, cells in truth.groupby("image_id", sort=True):
+        scores = np.stack([np.asarray(v, np.float32) for v in cells.labels]) * 0.9
+        scores[:, wrong] = np.maximum(scores[:, wrong], 0.3)
+        rows.append({"ID": image_id, "ImageWidth": cells.image_width.iloc[0],
+                     "ImageHeight": cells.image_height.iloc[0],
+                     "PredictionString": prediction_string(list(cells.mask_rle), scores)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_predictions_view_marks_right_and_wrong_cells_and_names_what_it_left_out(synth_set, tmp_path, capsys):
+    truth = pd.read_parquet(synth_set / "truth.parquet")
+    answer = _answer_with_truth(truth, wrong=11)
+    missing = answer.iloc[[0]].assign(ID="not-in-the-directory")
+    resized = answer.iloc[[1]].assign(ID=answer.ID.iloc[2], ImageWidth=512, ImageHeight=512, PredictionString="")
+    write_submission(pd.concat([missing, answer.drop(index=2), resized]), tmp_path / "s.csv")
+    images, notes = read_predictions(str(tmp_path / "s.csv"), str(synth_set / "images"),
+                                     str(synth_set / "truth.parquet"))  # fmt: skip
+    assert [n.split(":")[0] for n in notes] == ["not-in-the-directory"]  # an empty row is not drawn, not noted
+    assert len(images) == truth.image_id.nunique() - 1
+    assert all((item.match == np.arange(len(item.scores))).all() for item in images), "each cell is its true cell"
+    rows = gallery_rows(images)
+    for c, crops in rows.items():
+        confidences = [float(caption.split()[0]) for _, caption, _ in crops]
+        assert confidences == sorted(confidences, reverse=True) and len(crops) <= GALLERY_CELLS
+        assert all(right == (conf > 0.5) for (_, _, right), conf in zip(crops, confidences, strict=True)), c
+        assert all(crop.shape[0] == 4 and crop.shape[1] > 4 for crop, _, _ in crops)
+    assert any("0.30 ✗" in caption for _, caption, _ in rows[11]), "the wrong class's cells, marked wrong"
+    # the whole report from the command line; the image of another size is named, not drawn
+    write_submission(pd.concat([answer.drop(index=2), answer.iloc[[2]].assign(ImageWidth=512, ImageHeight=512)]),
+                     tmp_path / "t.csv")  # fmt: skip
+    assert main(["--out", str(tmp_path / "r"), "--submission", str(tmp_path / "t.csv"), "--images",
+                 str(synth_set / "images")]) == 0  # fmt: skip
+    page = (tmp_path / "r" / "predictions.html").read_text()
+    assert f"{answer.ID.iloc[2]}: the image is 1024x1024, the submission says 512x512" in page
+    assert "true cell" not in page.split("<figcaption>")[-1], "no truth given: no right or wrong"
+    # nothing to draw: exit 2, one line; a submission with neither --truth nor --images is refused
+    answer.assign(ID="elsewhere-" + answer.ID).pipe(write_submission, tmp_path / "u.csv")
+    assert main(["--out", str(tmp_path / "x"), "--submission", str(tmp_path / "u.csv"), "--images",
+                 str(synth_set / "images")]) == 2  # fmt: skip
+    assert "none of its predicted images was found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(tmp_path / "y"), "--submission", str(tmp_path / "u.csv")])
+    assert refused.value.code == 2
+
+
+def test_prediction_scores_and_cell_matching():
+    a = np.zeros((20, 20), bool)
+    a[2:10, 2:10] = True
+    b = np.zeros((20, 20), bool)
+    b[12:18, 12:18] = True
+    ma, mb = encode_mask(a), encode_mask(b)
+    masks, scores = prediction_scores(f"3 0.5 {ma} 7 0.9 {ma} 3 0.2 {mb}")
+    assert masks == [ma, mb] and scores.shape == (2, NUM_CLASSES)
+    assert scores[0, 3] == np.float32(0.5) and scores[0, 7] == np.float32(0.9) and scores[0].sum() == np.float32(1.4)
+    assert scores[1, 3] == np.float32(0.2) and scores[1].sum() == np.float32(0.2)
+    cells = label_image(masks, 20, 20)
+    truth = np.zeros((20, 20), np.int32)
+    truth[3:11, 2:10] = 1  # a shifted by a row: IoU 56/72 = 0.78
+    truth[12:15, 12:18] = 2  # half of b: IoU 0.5
+    assert match_cells(cells, truth).tolist() == [0, -1]
+    assert match_cells(cells, np.zeros_like(truth)).tolist() == [-1, -1]
