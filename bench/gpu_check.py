@@ -331,16 +331,20 @@ def step_predict(size: Size, work: Path) -> dict:
 
 
 def step_demo(size: Size, work: Path) -> dict:
+    from hpa_ray.config import TrainConfig, load_config
     from hpa_ray.demo import run_demo
 
     quick = size.image_size < 1024
-    model = "efficientnet-b2" if _cuda() else "tiny"
+    # On a GPU the full demo chooses its model itself (the card's B2): the choice is checked too.
+    model = None if _cuda() and not quick else "tiny"
     start = time.perf_counter()
     outputs = run_demo(work / "demo", seed=0, quick=quick, model=model)
     seconds = time.perf_counter() - start
     scores = json.loads(Path(outputs["evaluation"]).read_text())
     per_class = scores.get("per_class_ap", {})
-    return {"model": model, "quick": quick, "wall_s": seconds, "mAP": scores["mAP"],
+    chosen = load_config(TrainConfig, Path(outputs["models"]) / "fold-0" / "config.yaml").model
+    return {"model": chosen, "model_chosen_by_demo": model is None, "quick": quick, "wall_s": seconds,
+            "mAP": scores["mAP"],
             "prior_mAP": scores["prior_mAP"], "per_class_ap": per_class}  # fmt: skip
 
 

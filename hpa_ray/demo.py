@@ -4,7 +4,7 @@ synthetic train and test sets → segment the training images → image-level fo
 search (Optuna + ASHA) → every fold trained in parallel with the best settings → predict the
 test images → validate the submission → score it against the test set's per-cell truth, beside
 a prior-only answer → a visual report. DIR/submission.csv, DIR/evaluation.json and
-DIR/report/index.html are the fixed outputs.
+DIR/report/index.html (with the predictions view, predictions.html) are the fixed outputs.
 """
 
 from __future__ import annotations
@@ -114,6 +114,16 @@ def _evaluate(outputs: dict, images: pd.DataFrame, out: Path) -> dict:
     return result
 
 
+CARD_MODEL = "efficientnet-b2"  # the model the task's card names; it wants a GPU
+
+
+def default_model(resources: dict[str, float]) -> str:
+    """The full demo's classifier for a cluster with `resources` (what it has or can grow to, as
+    `use_gpu: auto` decides): the card's EfficientNet-B2 where there are GPUs, else `small`, a
+    CNN that learns in minutes on two CPU cores."""
+    return CARD_MODEL if resources.get("GPU", 0) > 0 else SIZES["full"].model
+
+
 def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | None = None) -> dict[str, Path]:
     """Run every stage into `out`; returns where each output lies."""
     out = Path(out)
@@ -135,6 +145,10 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | N
     _step(f"folds: {size.folds}, over images")
     folds_cfg = FoldsConfig(n_folds=size.folds, seed=seed)
     outputs["folds"] = Path(write_folds(outputs["train_data"] / "labels.csv", out / "folds.csv", folds_cfg).output)
+    if not model and not quick:
+        size = replace(size, model=default_model(_ray.cluster_resources()))
+        if size.model != SIZES["full"].model:
+            print(f"model: {size.model}, the card's model, since the cluster has GPUs (--model small: the CPU one)")
     base = TrainConfig(model=size.model, epochs=size.epochs, batch_size=32, cpus_per_worker=0.5,
                        gpus_per_worker=_gpu_share(size.folds), patience=size.epochs, seed=seed)  # fmt: skip
     _step(f"search: {size.search_trials} trials over the learning rate, fold 0, Optuna + ASHA")
@@ -154,11 +168,12 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | N
     print(f"mAP {scores['mAP']:.4f} (prior-only answer: {scores['prior_mAP']:.4f})")
     if quick:
         print(QUICK_CAVEAT.format(size=size))
-    _step("report: figures and index.html")
+    _step("report: figures, index.html and the predictions view")
+    test = outputs["test_data"]
     outputs["report"] = run_report(out / "report", labels=outputs["train_data"] / "labels.csv",
                                    segment_dir=out / "segment" / "train", folds=outputs["folds"],
-                                   run_dir=outputs["models"], truth=outputs["test_data"] / "truth.parquet",
-                                   submission=outputs["submission"])  # fmt: skip
+                                   run_dir=outputs["models"], truth=test / "truth.parquet",
+                                   submission=outputs["submission"], images=test / "images")  # fmt: skip
     print(f"report → {outputs['report']}")
     return outputs
 
@@ -171,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="tiny sizes (about 2 minutes): checks every stage runs, too small to learn"
     )
     parser.add_argument("--model", choices=backbone_names(),
-                        help="classifier backbone (default small: a CNN that learns in minutes on 2 CPU cores; "
-                        "efficientnet-b2 wants a GPU)")  # fmt: skip
+                        help="classifier backbone (default: efficientnet-b2 where the cluster has GPUs, else small, "
+                        "a CNN that learns in minutes on 2 CPU cores; --quick: tiny)")  # fmt: skip
     console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if problem := cli.output_problem(args.out, "dir"):

@@ -40,7 +40,7 @@ def test_stage_help():
 SHARED_FLAGS = {"segment": ["--images", "--labels", "--out"], "folds": ["--labels", "--out"],
                 "train": ["--cells", "--folds", "--out"], "tune": ["--cells", "--folds", "--out"],
                 "predict": ["--images", "--run-dir", "--out"], "evaluate": ["--out"],
-                "report": ["--labels", "--folds", "--run-dir", "--out"]}  # fmt: skip
+                "report": ["--images", "--labels", "--folds", "--run-dir", "--out"]}  # fmt: skip
 
 
 def test_one_flag_spelling_across_stages_and_the_old_ones_still_work(tmp_path, shared_data, capsys):
@@ -69,6 +69,15 @@ def test_one_flag_spelling_across_stages_and_the_old_ones_still_work(tmp_path, s
     assert "required: --out" in capsys.readouterr().err
 
 
+def test_the_full_demo_takes_the_cards_model_where_the_cluster_has_gpus():
+    from hpa_ray.backbones import backbone_names
+    from hpa_ray.demo import CARD_MODEL, default_model
+
+    assert default_model({"CPU": 2.0, "memory": 1e10}) == "small"
+    assert default_model({"CPU": 16.0, "GPU": 1.0}) == CARD_MODEL == "efficientnet-b2"
+    assert CARD_MODEL in backbone_names()
+
+
 def test_quick_demo_end_to_end(quick_demo):
     out, demo = quick_demo
     assert out.returncode == 0, out.stderr[-3000:]
@@ -82,6 +91,8 @@ def test_quick_demo_end_to_end(quick_demo):
     assert 0 <= scores["mAP"] <= 1 and 0 <= scores["prior_mAP"] <= 1 and "per_class_ap" in scores
     assert "--quick checks that every stage runs: 8 training images" in out.stdout  # its score is no measure
     assert (demo / "report" / "index.html").exists() and "report →" in out.stdout
+    assert 'href="predictions.html"' in (demo / "report" / "index.html").read_text()
+    assert (demo / "report" / "predicted_cells.png").exists()
     submission = pd.read_csv(demo / "submission.csv")
     assert len(submission) == len(pd.read_csv(demo / "data" / "test" / "labels.csv"))
     # The console: a few lines per step; the frameworks' own lines in the log file it names.

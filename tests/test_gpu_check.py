@@ -24,7 +24,7 @@ FIELDS = {
     "train": ("bare_step_images_per_s", "end_to_end_images_per_s_per_epoch", "end_to_end_images_per_s", "ratio",
               "epoch_parts", "input_wait_share", "limited_by"),
     "predict": ("images", "cells", "images_per_s", "gpu_classifier"),
-    "demo": ("model", "wall_s", "mAP", "prior_mAP", "per_class_ap"),
+    "demo": ("model", "model_chosen_by_demo", "wall_s", "mAP", "prior_mAP", "per_class_ap"),
     "train_compile": ("bare_step_images_per_s", "end_to_end_images_per_s", "ratio", "compile"),
     "train_bag": ("bare_step_images_per_s", "end_to_end_images_per_s", "ratio", "method"),
 }  # fmt: skip
