@@ -95,12 +95,13 @@ def test_the_demo_step_records_the_demos_scores(quick_demo, monkeypatch, tmp_pat
 
     def finished_demo(work, seed, quick, model):
         asked.update(work=work, quick=quick, model=model)
-        return {"evaluation": demo / "evaluation.json"}
+        return {"evaluation": demo / "evaluation.json", "models": demo / "runs" / "demo"}
 
     monkeypatch.setattr("hpa_ray.demo.run_demo", finished_demo)
     result = gpu_check.step_demo(gpu_check.SIZES["tiny"], tmp_path)
-    model = "efficientnet-b2" if gpu_check._cuda() else "tiny"
-    assert asked == {"work": tmp_path / "demo", "quick": True, "model": model}
+    # at tiny sizes the quick demo, with the tiny model; a full one on a GPU chooses its own (B2)
+    assert asked == {"work": tmp_path / "demo", "quick": True, "model": "tiny"}
+    assert result["model"] == "tiny" and result["model_chosen_by_demo"] is False, "read from the run's fold config"
     scores = json.loads((demo / "evaluation.json").read_text())
     assert all(key in result for key in FIELDS["demo"]) and result["wall_s"] >= 0
     assert result["mAP"] == scores["mAP"] and result["prior_mAP"] == scores["prior_mAP"] and result["per_class_ap"]
