@@ -62,20 +62,26 @@ def _image_ious(pred_masks: list[str], true_masks: list[str], height: int, width
     )
 
 
+def label_ious(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two (H, W) integer label images (cell k is label k, 0 background) → ((P, T) IoU of label
+    p + 1 with label t + 1, (P,) and (T,) pixel areas), P and T the largest labels."""
+    p = pred.ravel().astype(np.int64)
+    t = true.ravel().astype(np.int64)
+    n_p, n_t = int(p.max(initial=0)) + 1, int(t.max(initial=0)) + 1
+    table = np.bincount(p * n_t + t, minlength=n_p * n_t).reshape(n_p, n_t)
+    inter = table[1:, 1:]
+    area_p, area_t = table.sum(1)[1:], table.sum(0)[1:]
+    return inter / np.maximum(area_p[:, None] + area_t[None, :] - inter, 1), area_p, area_t
+
+
 def match_cells(pred: np.ndarray, true: np.ndarray, threshold: float = IOU_THRESHOLD) -> tuple[int, int, int]:
     """(matched cells, predicted cells, true cells) for two (H, W) integer label images (0 =
     background): a segmentation scored as the task matches cells, at IoU >= `threshold`.
 
     At IoU > 0.5 a cell can overlap at most one other that much, so counting pairs is one-to-one.
     """
-    p = pred.ravel().astype(np.int64)
-    t = true.ravel().astype(np.int64)
-    n_p, n_t = int(p.max()) + 1, int(t.max()) + 1
-    table = np.bincount(p * n_t + t, minlength=n_p * n_t).reshape(n_p, n_t)
-    inter = table[1:, 1:]
-    union = table.sum(1)[1:, None] + table.sum(0)[None, 1:] - inter
-    matched = int((inter / np.maximum(union, 1) >= threshold).sum())
-    return matched, int((table.sum(1)[1:] > 0).sum()), int((table.sum(0)[1:] > 0).sum())
+    iou, area_p, area_t = label_ious(pred, true)
+    return int((iou >= threshold).sum()), int((area_p > 0).sum()), int((area_t > 0).sum())
 
 
 def read_truth(path: str | Path) -> pd.DataFrame:

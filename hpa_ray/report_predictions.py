@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hpa_ray import report_figures as figs
+from hpa_ray.evaluate import IOU_THRESHOLD, label_ious, read_truth
 from hpa_ray.masks import label_image
 from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
 from hpa_ray.submission import parse_triples, read_submission
@@ -29,7 +30,6 @@ from hpa_ray.submission import parse_triples, read_submission
 SHOWN_IMAGES = 4  # images drawn whole
 GALLERY_IMAGES = 12  # images whose cells fill the galleries (each read once, ~24 MB each kept at 2048²)
 GALLERY_CELLS = 8  # crops per class
-MATCH_IOU = 0.6  # the task's threshold: a predicted cell is "its true cell" at this IoU
 
 
 @dataclass
@@ -40,7 +40,7 @@ class PredictedImage:
     scores: np.ndarray  # (n_cells, NUM_CLASSES) float32: the confidence given per class, 0 where none
     truth_cells: np.ndarray | None = None  # (H, W) uint16: true cell j is j + 1 (kept for the images drawn)
     truth_labels: np.ndarray | None = None  # (n_true, NUM_CLASSES) uint8 multi-hot
-    match: np.ndarray | None = None  # (n_cells,) index of the true cell at IoU ≥ MATCH_IOU, -1 for none
+    match: np.ndarray | None = None  # (n_cells,) index of the true cell at IoU ≥ 0.6, -1 for none
 
 
 def prediction_scores(prediction_string: str) -> tuple[list[str], np.ndarray]:
@@ -54,26 +54,20 @@ def prediction_scores(prediction_string: str) -> tuple[list[str], np.ndarray]:
     return list(masks), scores
 
 
-def match_cells(cells: np.ndarray, truth_cells: np.ndarray, threshold: float = MATCH_IOU) -> np.ndarray:
+def true_cell_of(cells: np.ndarray, truth_cells: np.ndarray, threshold: float = IOU_THRESHOLD) -> np.ndarray:
     """Label images (H, W) → for each predicted cell the true cell with the highest IoU when it is
     ≥ threshold, else -1. (n_cells,) int."""
-    n, m = int(cells.max()), int(truth_cells.max())
-    joint = np.bincount(cells.ravel().astype(np.int64) * (m + 1) + truth_cells.ravel(), minlength=(n + 1) * (m + 1))
-    inter = joint.reshape(n + 1, m + 1)[1:, 1:].astype(np.float64)
-    area_pred = np.bincount(cells.ravel(), minlength=n + 1)[1:, None]
-    area_true = np.bincount(truth_cells.ravel(), minlength=m + 1)[None, 1:]
-    iou = inter / np.maximum(area_pred + area_true - inter, 1)
-    if m == 0:
-        return np.full(n, -1)
+    iou, _, _ = label_ious(cells, truth_cells)
+    if iou.shape[1] == 0:
+        return np.full(len(iou), -1)
     best = iou.argmax(1)
-    return np.where(iou[np.arange(n), best] >= threshold, best, -1)
+    return np.where(iou[np.arange(len(iou)), best] >= threshold, best, -1)
 
 
 def read_predictions(submission: str, images_dir: str, truth: str | None = None,
                      limit: int = GALLERY_IMAGES) -> tuple[list[PredictedImage], list[str]]:  # fmt: skip
     """The first `limit` images of the submission that have predictions, read with their cells.
     → (images, notes on images left out)."""
-    from hpa_ray.evaluate import read_truth
     from hpa_ray.images import ImageError, list_images, read_image
 
     table = read_submission(submission)
@@ -113,7 +107,7 @@ def _add_truth(item: PredictedImage, rows, drawn: bool) -> None:
     height, width = item.cells.shape
     truth_cells = _compact(label_image(list(rows.mask_rle), height, width))
     item.truth_labels = np.asarray([np.asarray(v, np.uint8) for v in rows.labels]).reshape(len(rows), NUM_CLASSES)
-    item.match = match_cells(item.cells, truth_cells)
+    item.match = true_cell_of(item.cells, truth_cells)
     item.truth_cells = truth_cells if drawn else None
 
 

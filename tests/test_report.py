@@ -18,9 +18,9 @@ from hpa_ray.report_predictions import (
     GALLERY_CELLS,
     SHOWN_IMAGES,
     gallery_rows,
-    match_cells,
     prediction_scores,
     read_predictions,
+    true_cell_of,
 )
 from hpa_ray.schema import NUM_CLASSES
 from hpa_ray.segment import run_segment
@@ -187,5 +187,5 @@ def test_prediction_scores_and_cell_matching():
     truth = np.zeros((20, 20), np.int32)
     truth[3:11, 2:10] = 1  # a shifted by a row: IoU 56/72 = 0.78
     truth[12:15, 12:18] = 2  # half of b: IoU 0.5
-    assert match_cells(cells, truth).tolist() == [0, -1]
-    assert match_cells(cells, np.zeros_like(truth)).tolist() == [-1, -1]
+    assert true_cell_of(cells, truth).tolist() == [0, -1]
+    assert true_cell_of(cells, np.zeros_like(truth)).tolist() == [-1, -1]
