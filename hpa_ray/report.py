@@ -274,6 +274,8 @@ def _report_cli(args) -> int:
     index = run_report(args.out, args.labels, args.segment_dir, args.folds, args.run_dir, args.truth,
                        args.submission, args.search_dir, args.images)  # fmt: skip
     print(f"report: {index}")
+    if args.images:
+        print(f"predictions view: {index.parent / PREDICTIONS_PAGE}")
     return 0
 
 
