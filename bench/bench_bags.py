@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from bench_train_input import make_cells  # bench/, the script's own directory
 
-from hpa_ray import _ray, train_data
-from hpa_ray.train_data import fold_datasets
+from hpa_ray.runtime import session
+from hpa_ray.train import data as train_data
+from hpa_ray.train.data import fold_datasets
 
 
 def build(cells_dir: Path, folds: pd.DataFrame, grouping: str, cache: bool) -> tuple[float, int]:
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    _ray.init_ray()
+    session.init_ray()
     cells_dir, folds_csv = make_cells(Path(tempfile.mkdtemp(prefix="bench_bags_")), args.cells)
     folds = pd.read_csv(folds_csv)
     build(cells_dir, folds, "parts", cache=True)  # warm-up: workers start, import the stage

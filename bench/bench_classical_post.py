@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hpa_ray.backends import build_preprocess
-from hpa_ray.backends import classical as current
-from hpa_ray.config import ClassicalConfig, SegmentConfig
+from hpa_ray.segment.backends import build_preprocess
+from hpa_ray.segment.backends import classical as current
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.sections import ClassicalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

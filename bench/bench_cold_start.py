@@ -32,11 +32,11 @@ import json, sys, time
 import psutil
 started = psutil.Process().create_time()
 t0 = time.time()
-from hpa_ray import _ray
-from hpa_ray.config import SegmentConfig
-from hpa_ray.segment import run_segment
+from hpa_ray.runtime import session
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
 t1 = time.time()
-_ray.init_ray()
+session.init_ray()
 t2 = time.time()
 run_segment(sys.argv[1], sys.argv[3] + "/a", SegmentConfig())
 t3 = time.time()

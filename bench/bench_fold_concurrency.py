@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpa_ray import _ray, train
-from hpa_ray.config import TrainConfig
+from hpa_ray.runtime import session
+from hpa_ray.train import fit as train
+from hpa_ray.train.config import TrainConfig
 
 
 def run_once(cells: Path, folds_csv: Path, cfg: TrainConfig, at_once: int) -> float:
@@ -53,13 +54,13 @@ def main() -> None:
     args = parser.parse_args()
     cfg = TrainConfig(model="small", batch_size=32, epochs=args.epochs, patience=args.epochs, cpus_per_worker=0.5,
                       lr=0.002, seed=0)  # fmt: skip
-    _ray.init_ray()
+    session.init_ray()
     n_folds = pd.read_csv(args.folds).fold.nunique()
     if n_folds < 2:
         parser.error(f"{args.folds} has {n_folds} fold: nothing to run at once")
     chosen = train.concurrent_trials(cfg, n_folds, cached=True)
     print(f"{n_folds} folds, {args.epochs} epochs; concurrent_trials chooses {chosen} at once "
-          f"({_ray.cluster_resources().get('CPU')} CPUs)", flush=True)  # fmt: skip
+          f"({session.cluster_resources().get('CPU')} CPUs)", flush=True)  # fmt: skip
     # Not timed: the first `train_folds` of a process also pays Tune's and Ray Train's imports.
     run_once(args.cells, args.folds, cfg.model_copy(update={"epochs": 1, "patience": 1}), n_folds)
     times: dict[int, list[float]] = {n_folds - 1: [], n_folds: []}
@@ -69,7 +70,7 @@ def main() -> None:
             times[at_once].append(seconds)
             print(f"round {k}: {at_once} at once: {seconds:.1f} s", flush=True)
     before, after = (sum(times[n]) / len(times[n]) for n in (n_folds - 1, n_folds))
-    result = {"machine": f"{platform.machine()}, {_ray.cluster_resources().get('CPU')} CPUs, {platform.platform()}",
+    result = {"machine": f"{platform.machine()}, {session.cluster_resources().get('CPU')} CPUs, {platform.platform()}",
               "folds": n_folds, "epochs": args.epochs, "seconds": {str(k): v for k, v in times.items()},
               "mean_s": {str(n_folds - 1): before, str(n_folds): after}, "ratio": after / before}  # fmt: skip
     print(f"{n_folds - 1} at once {before:.1f} s, {n_folds} at once {after:.1f} s: {after / before:.2f}x")

@@ -26,15 +26,18 @@ import numpy as np
 import torch
 from bench_segment import link_images
 
-from hpa_ray import _ray
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-from hpa_ray.cells import cut_cells, upsample_labels
-from hpa_ray.config import PredictConfig, SegmentConfig, TrainConfig, load_config, write_resolved
-from hpa_ray.images import list_images, read_image
-from hpa_ray.masks import encode_strip
-from hpa_ray.model import build_model
-from hpa_ray.predict import Ensemble, load_run, run_predict
-from hpa_ray.submission import prediction_string
+from hpa_ray.core.cells import cut_cells, upsample_labels
+from hpa_ray.core.config import load_config, write_resolved
+from hpa_ray.core.images import list_images, read_image
+from hpa_ray.core.masks import encode_strip
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.predict.run import Ensemble, load_run, run_predict
+from hpa_ray.predict.submission import prediction_string
+from hpa_ray.runtime import session
+from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.model import build_model
 
 
 def make_run(run_dir: Path, model: str, folds: int, crop_size: int) -> Path:
@@ -104,7 +107,7 @@ def main() -> None:
         run_dir = make_run(tmp / "run", args.model, args.folds, args.crop_size)
         images = link_images(tmp / "images", args.images)
         per_step = steps(images, run_dir, cfg)
-        _ray.init_ray()
+        session.init_ray()
         warm = run_predict(link_images(tmp / "warm", 4), run_dir, tmp / "warm.csv", cfg)
         result = run_predict(images, run_dir, tmp / "submission.csv", cfg)
     rate = args.images / result.seconds

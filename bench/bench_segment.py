@@ -25,13 +25,14 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpa_ray import _ray
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-from hpa_ray.cells import cut_cells, upsample_labels
-from hpa_ray.config import SegmentConfig, load_config
-from hpa_ray.images import list_images, read_image
-from hpa_ray.schema import CHANNELS, cells_table
-from hpa_ray.segment import run_segment
+from hpa_ray.core.cells import cut_cells, upsample_labels
+from hpa_ray.core.config import load_config
+from hpa_ray.core.images import list_images, read_image
+from hpa_ray.core.schema import CHANNELS, cells_table
+from hpa_ray.runtime import session
+from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hpa-real" / "images"
 
@@ -108,7 +109,7 @@ def main() -> None:
     n = args.images
     small, large = link_images(tmp / "in_n", n), link_images(tmp / "in_2n", 2 * n)
     t0 = time.perf_counter()
-    _ray.init_ray()
+    session.init_ray()
     t_init = time.perf_counter() - t0
     cold = run_segment(link_images(tmp / "in_warm", 4), tmp / "ray_warm", cfg)  # workers import modules
     seq_times, ray_times = [], []

@@ -1,4 +1,4 @@
-"""Reading images and segmenting through hpa_ray.storage: local disk vs an S3 endpoint.
+"""Reading images and segmenting through hpa_ray.core.storage: local disk vs an S3 endpoint.
 
 1. Decoding one channel file, side by side in alternating rounds on the four real 2048² HPA
    images: cv2.imread on the path (the code before the storage layer), storage.read_bytes +
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import cv2
 
-from hpa_ray import storage
-from hpa_ray.config import SegmentConfig
-from hpa_ray.images import read_channel
-from hpa_ray.segment import run_segment
+from hpa_ray.core import storage
+from hpa_ray.core.images import read_channel
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hpa-real" / "images"
 BUCKET = "bench"

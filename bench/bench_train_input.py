@@ -26,10 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpa_ray import _ray
-from hpa_ray.config import SegmentConfig
-from hpa_ray.segment import run_segment
-from hpa_ray.train_data import fold_datasets, prepare_batch
+from hpa_ray.runtime import session
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
+from hpa_ray.train.data import fold_datasets, prepare_batch
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_input_"))
-    _ray.init_ray()
+    session.init_ray()
     cells_dir, folds_csv = make_cells(tmp, args.cells)
     start = time.perf_counter()
     n = 0

@@ -26,13 +26,13 @@ import pyarrow.parquet as pq
 import torch
 from bench_train_input import make_cells
 
-from hpa_ray import _ray
-from hpa_ray.backbones import normalisation
-from hpa_ray.config import TrainConfig
-from hpa_ray.metrics import macro_ap
-from hpa_ray.model import build_model
-from hpa_ray.train import fit_fold
-from hpa_ray.train_data import normalise, prepare_batch
+from hpa_ray.core.metrics import macro_ap
+from hpa_ray.runtime import session
+from hpa_ray.train.backbones import normalisation
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.data import normalise, prepare_batch
+from hpa_ray.train.fit import fit_fold
+from hpa_ray.train.model import build_model
 
 
 def _batches(table: pa.Table, cfg: TrainConfig, augment: bool):
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    _ray.init_ray()
+    session.init_ray()
     cells_dir, folds_csv = make_cells(tmp, args.cells)
     cfg = TrainConfig(model="tiny", epochs=args.epochs, patience=args.epochs, batch_size=32, lr=1e-3)
     t_plain = plain_loop(cells_dir, folds_csv, cfg)

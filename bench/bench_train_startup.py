@@ -26,8 +26,8 @@ from pathlib import Path
 CHILD = """
 import sys, time
 from pathlib import Path
-from hpa_ray.config import TrainConfig
-from hpa_ray.train import fit_fold
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.fit import fit_fold
 root, epochs = Path(sys.argv[1]), int(sys.argv[2])
 start = time.perf_counter()
 fit_fold(root / "seg" / "cells", root / "folds.csv", 0, root / f"run-{time.time_ns()}",
@@ -39,10 +39,12 @@ print("SECONDS", time.perf_counter() - start)
 def make_data(root: Path) -> None:
     import pandas as pd
 
-    from hpa_ray.config import FoldsConfig, SegmentConfig, SynthConfig
-    from hpa_ray.folds import make_folds, read_label_matrix
-    from hpa_ray.segment import run_segment
-    from hpa_ray.synth import generate
+    from hpa_ray.folds.config import FoldsConfig
+    from hpa_ray.folds.stratify import make_folds, read_label_matrix
+    from hpa_ray.segment.config import SegmentConfig
+    from hpa_ray.segment.stage import run_segment
+    from hpa_ray.synth.config import SynthConfig
+    from hpa_ray.synth.generate import generate
 
     data = generate(root / "synth", 6, 7, SynthConfig(size=1024))
     run_segment(data / "images", root / "seg", SegmentConfig(crop_size=32), data / "labels.csv")

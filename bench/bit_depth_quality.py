@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 from seg_quality import SHARED, f1, real_items, segment
 
-from hpa_ray.config import ClassicalConfig
-from hpa_ray.evaluate import match_cells
-from hpa_ray.images import read_image, to_uint8
-from hpa_ray.schema import CHANNELS
+from hpa_ray.core.images import read_image, to_uint8
+from hpa_ray.core.schema import CHANNELS
+from hpa_ray.evaluate.score import match_cells
+from hpa_ray.segment.sections import ClassicalConfig
 
 
 def write_at_depth(image: np.ndarray, bits: int, directory: Path, name: str) -> list[str]:

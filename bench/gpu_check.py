@@ -102,7 +102,7 @@ def step_pytest_gpu(size: Size, work: Path) -> dict:
 
 
 def _standins(work: Path, encoder: str | None) -> tuple[str, str, str]:
-    from hpa_ray.backends._standin import save_standin, timm_available
+    from hpa_ray.segment.backends.standin import save_standin, timm_available
 
     encoder = encoder if encoder and timm_available() else None
     kwargs = {"encoder": encoder} if encoder else {"width": 16}
@@ -112,8 +112,8 @@ def _standins(work: Path, encoder: str | None) -> tuple[str, str, str]:
 
 
 def _images(work: Path, size: Size) -> Path:
-    from hpa_ray.config import SynthConfig
-    from hpa_ray.synth import generate
+    from hpa_ray.synth.config import SynthConfig
+    from hpa_ray.synth.generate import generate
 
     data = work / "images_data"
     if not (data / "labels.csv").exists():
@@ -122,7 +122,8 @@ def _images(work: Path, size: Size) -> Path:
 
 
 def _segment_config(work: Path, size: Size, crop: int):
-    from hpa_ray.config import HpaConfig, SegmentConfig
+    from hpa_ray.segment.config import SegmentConfig
+    from hpa_ray.segment.sections import HpaConfig
 
     nuclei, cell, encoder = _standins(work, size.encoder)
     hpa = HpaConfig(nuclei_model=nuclei, cell_model=cell, device="auto")
@@ -130,7 +131,7 @@ def _segment_config(work: Path, size: Size, crop: int):
 
 
 def _bare_infer_rate(cfg, inputs: list) -> float:
-    from hpa_ray.backends import build_backend
+    from hpa_ray.segment.backends import build_backend
 
     backend = build_backend(cfg)
     backend.infer(inputs[: cfg.batch_size])  # warm-up: CUDA context, kernels
@@ -153,9 +154,9 @@ def _cpu_steps(cfg, paths: list[list[str]]) -> tuple[dict, list]:
     """Seconds per image of the CPU steps, one core: decode, prepare, post-process, cut."""
     import cv2
 
-    from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-    from hpa_ray.cells import cut_cells, upsample_labels
-    from hpa_ray.images import read_image
+    from hpa_ray.core.cells import cut_cells, upsample_labels
+    from hpa_ray.core.images import read_image
+    from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
 
     cv2.setNumThreads(1)
     prep, post, backend = build_preprocess(cfg), build_postprocess(cfg), build_backend(cfg)
@@ -181,16 +182,16 @@ def _cpu_steps(cfg, paths: list[list[str]]) -> tuple[dict, list]:
 
 
 def step_segment(size: Size, work: Path) -> dict:
-    from hpa_ray import _ray
-    from hpa_ray.images import list_images
-    from hpa_ray.segment import run_segment
+    from hpa_ray.core.images import list_images
+    from hpa_ray.runtime import session
+    from hpa_ray.segment.stage import run_segment
 
     data = _images(work, size)
     cfg, encoder = _segment_config(work, size, crop=260 if size.image_size >= 1024 else 64)
     note(encoder=encoder, image_size=size.image_size, data_ready_s=time.perf_counter() - _T0)
     start = time.perf_counter()
-    _ray.init_ray()
-    cpus = _ray.cluster_resources().get("CPU", 1)
+    session.init_ray()
+    cpus = session.cluster_resources().get("CPU", 1)
     note(ray_start_s=time.perf_counter() - start, cpus=cpus)
     stage = run_segment(data / "images", work / "segment", cfg, data / "labels.csv")
     rate = stage.processed / stage.seconds
@@ -215,9 +216,9 @@ def _train_rates(size: Size, work: Path, compile_model: bool, method: str = "cel
     import pandas as pd
     import torch
 
-    from hpa_ray import _ray
-    from hpa_ray.config import TrainConfig
-    from hpa_ray.train import fit_fold
+    from hpa_ray.runtime import session
+    from hpa_ray.train.config import TrainConfig
+    from hpa_ray.train.fit import fit_fold
 
     gpu = _cuda()
     device = torch.device("cuda" if gpu else "cpu")
@@ -235,7 +236,7 @@ def _train_rates(size: Size, work: Path, compile_model: bool, method: str = "cel
     run = work / f"run_{method}{'_compile' if compile_model else ''}"
     shutil.rmtree(run, ignore_errors=True)
     note(cells_written_s=time.perf_counter() - _T0)
-    _ray.init_ray()
+    session.init_ray()
     start = time.perf_counter()
     watcher = _EpochWatcher(run / "fold-0" / "metrics.jsonl", bare)
     watcher.start()
@@ -297,8 +298,9 @@ def step_train_bag(size: Size, work: Path) -> dict:
 def _make_run(work: Path, size: Size, seg_cfg) -> Path:
     import torch
 
-    from hpa_ray.config import TrainConfig, write_resolved
-    from hpa_ray.model import build_model
+    from hpa_ray.core.config import write_resolved
+    from hpa_ray.train.config import TrainConfig
+    from hpa_ray.train.model import build_model
 
     run = work / "predict_run"
     for k in range(size.folds):
@@ -311,17 +313,17 @@ def _make_run(work: Path, size: Size, seg_cfg) -> Path:
 
 
 def step_predict(size: Size, work: Path) -> dict:
-    from hpa_ray import _ray
-    from hpa_ray.config import PredictConfig
-    from hpa_ray.predict import run_predict
+    from hpa_ray.predict.config import PredictConfig
+    from hpa_ray.predict.run import run_predict
+    from hpa_ray.runtime import session
 
     data = _images(work, size)
     seg_cfg, encoder = _segment_config(work, size, crop=260 if size.image_size >= 1024 else 32)
     run = _make_run(work, size, seg_cfg)
     cfg = PredictConfig(images_per_batch=8, batch_size=256)
     note(encoder=encoder, model=size.model, folds=size.folds, tta=cfg.tta, image_size=size.image_size)
-    _ray.init_ray()
-    note(gpu_classifier=_ray.cluster_resources().get("GPU", 0) > 0)
+    session.init_ray()
+    note(gpu_classifier=session.cluster_resources().get("GPU", 0) > 0)
     # One run: actors (and their models) start anew with every run, so a second is no warmer.
     result = run_predict(data / "images", run, work / "submission.csv", cfg)
     n = len(result.images)
@@ -331,8 +333,9 @@ def step_predict(size: Size, work: Path) -> dict:
 
 
 def step_demo(size: Size, work: Path) -> dict:
-    from hpa_ray.config import TrainConfig, load_config
+    from hpa_ray.core.config import load_config
     from hpa_ray.demo import run_demo
+    from hpa_ray.train.config import TrainConfig
 
     quick = size.image_size < 1024
     # On a GPU the full demo chooses its model itself (the card's B2): the choice is checked too.

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpa_ray.backends._common import downscale
-from hpa_ray.backends._standin import save_standin
-from hpa_ray.backends.hpa import HpaBackend, raw_to_labels
-from hpa_ray.cells import cut_cells, upsample_labels
-from hpa_ray.config import HpaConfig, SynthConfig
-from hpa_ray.synth import make_image
+from hpa_ray.core.cells import cut_cells, upsample_labels
+from hpa_ray.segment.backends.common import downscale
+from hpa_ray.segment.backends.hpa import HpaBackend, raw_to_labels
+from hpa_ray.segment.backends.standin import save_standin
+from hpa_ray.segment.sections import HpaConfig
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import make_image
 
 
 def _sync() -> None:

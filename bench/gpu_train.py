@@ -28,13 +28,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from hpa_ray import _ray
-from hpa_ray.backbones import normalisation
-from hpa_ray.config import SegmentConfig, TrainConfig, write_resolved
-from hpa_ray.model import build_model
-from hpa_ray.schema import CHANNELS, cells_table
-from hpa_ray.train import fit_fold
-from hpa_ray.train_data import normalise
+from hpa_ray.core.config import write_resolved
+from hpa_ray.core.schema import CHANNELS, cells_table
+from hpa_ray.runtime import session
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.train.backbones import normalisation
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.data import normalise
+from hpa_ray.train.fit import fit_fold
+from hpa_ray.train.model import build_model
 
 CELLS_PER_IMAGE = 16
 
@@ -115,7 +117,7 @@ def main() -> None:
     bare = bare_step_rate(cfg, args.size, device)
     with tempfile.TemporaryDirectory() as tmp:
         cells, folds = write_cells(Path(tmp), args.cells, args.size)
-        _ray.init_ray()
+        session.init_ray()
         fit_fold(cells, folds, 0, Path(tmp) / "run", cfg)
         metrics = pd.read_csv(Path(tmp) / "run" / "fold-0" / "metrics.csv")
     rates = metrics.train_images_per_s.tolist()

@@ -28,13 +28,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-from hpa_ray.backends._common import downscale
-from hpa_ray.backends.classical import nucleus_radius
-from hpa_ray.cells import upsample_labels
-from hpa_ray.config import ClassicalConfig, SegmentConfig, SynthConfig
-from hpa_ray.evaluate import match_cells
-from hpa_ray.synth import make_image
+from hpa_ray.core.cells import upsample_labels
+from hpa_ray.evaluate.score import match_cells
+from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.segment.backends.classical import nucleus_radius
+from hpa_ray.segment.backends.common import downscale
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.sections import ClassicalConfig
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import make_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 Item = tuple[str, np.ndarray, np.ndarray]  # name, (4, H, W) uint8 image, (H, W) truth labels

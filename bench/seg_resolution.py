@@ -26,10 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-from hpa_ray.backends.nuclei import working_scale
-from hpa_ray.cells import upsample_labels
-from hpa_ray.config import ClassicalConfig, SegmentConfig
+from hpa_ray.core.cells import upsample_labels
+from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.segment.backends.nuclei import working_scale
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.sections import ClassicalConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIDES = (2048, 1024, 512)

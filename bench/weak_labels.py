@@ -26,15 +26,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hpa_ray.backbones import normalisation, plain_cnn, register_backbone
-from hpa_ray.bags import sample_bags
-from hpa_ray.config import PredictConfig, TrainConfig, load_config
-from hpa_ray.evaluate import evaluate
-from hpa_ray.metrics import per_class_ap
-from hpa_ray.model import bag_loss, build_model
-from hpa_ray.scoring import cell_scores
-from hpa_ray.submission import prediction_string
-from hpa_ray.train_data import flip_batch, normalise, resize_crops
+from hpa_ray.core.config import load_config
+from hpa_ray.core.metrics import per_class_ap
+from hpa_ray.evaluate.score import evaluate
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.predict.scoring import cell_scores
+from hpa_ray.predict.submission import prediction_string
+from hpa_ray.train.backbones import normalisation, plain_cnn, register_backbone
+from hpa_ray.train.bags import sample_bags
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.data import flip_batch, normalise, resize_crops
+from hpa_ray.train.model import bag_loss, build_model
 
 # Candidates measured here only (the registry takes backbones from any module).
 register_backbone("small-lite", crop_size=128)(lambda pretrained: plain_cnn((16, 32, 64, 128, 192), repeat=False))

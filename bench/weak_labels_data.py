@@ -20,11 +20,13 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-from hpa_ray.cells import cut_cells, upsample_labels
-from hpa_ray.config import SegmentConfig, SynthConfig, load_config
-from hpa_ray.schema import NUM_CLASSES
-from hpa_ray.synth import image_ids, make_image
+from hpa_ray.core.cells import cut_cells, upsample_labels
+from hpa_ray.core.config import load_config
+from hpa_ray.core.schema import NUM_CLASSES
+from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import image_ids, make_image
 
 IOU = 0.6
 

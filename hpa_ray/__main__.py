@@ -11,7 +11,7 @@ STAGES = {
     "train": "train a classifier per fold on Ray Train; all folds in parallel via Ray Tune",
     "tune": "hyperparameter search on Ray Tune (Optuna + ASHA) through the same training",
     "predict": "segment and classify test images with a run's fold models → submission.csv",
-    "submission": "check a submission file (python -m hpa_ray.submission validate FILE)",
+    "submission": "check a submission file (python -m hpa_ray.predict.submission validate FILE)",
     "evaluate": "score a submission against per-cell truth: the task's mAP",
     "report": "figures of labels, cells, segmentation, folds, training and scores + index.html",
     "demo": "run the whole pipeline on generated data on a local Ray (python -m hpa_ray demo)",
@@ -35,6 +35,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from hpa_ray import _ray
+    from hpa_ray.runtime import session
 
-    sys.exit(_ray.exit_code_after_shutdown(main()))
+    sys.exit(session.exit_code_after_shutdown(main()))

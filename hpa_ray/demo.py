@@ -18,19 +18,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa_ray import _ray, cli, console
-from hpa_ray.backbones import backbone_names
-from hpa_ray.config import FoldsConfig, PredictConfig, SearchDim, SegmentConfig, SynthConfig, TrainConfig, TuneConfig
-from hpa_ray.evaluate import evaluate, read_truth
-from hpa_ray.folds import read_label_matrix, write_folds
-from hpa_ray.predict import run_predict
-from hpa_ray.report import run_report
-from hpa_ray.schema import NUM_CLASSES
-from hpa_ray.segment import run_segment, summary_line
-from hpa_ray.submission import prediction_string, read_submission, validate_submission, write_submission
-from hpa_ray.synth import generate
-from hpa_ray.train import train_folds
-from hpa_ray.tune import run_search
+from hpa_ray.core.schema import NUM_CLASSES
+from hpa_ray.evaluate.score import evaluate, read_truth
+from hpa_ray.folds.config import FoldsConfig
+from hpa_ray.folds.stratify import read_label_matrix, write_folds
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.predict.run import run_predict
+from hpa_ray.predict.submission import prediction_string, read_submission, validate_submission, write_submission
+from hpa_ray.report.build import run_report
+from hpa_ray.runtime import cli, console, session
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment, summary_line
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import generate
+from hpa_ray.train.backbones import backbone_names
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.fit import train_folds
+from hpa_ray.tune.config import SearchDim, TuneConfig
+from hpa_ray.tune.search import run_search
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,8 @@ def _step(name: str) -> None:
 def _gpu_share(folds: int) -> float:
     """GPUs per fold's worker: on a machine with fewer GPUs than folds the folds share them
     (the demo's small crops leave a GPU mostly idle); 1 where each fold can have its own."""
-    _ray.init_ray()
-    gpus = _ray.cluster_resources().get("GPU", 0)
+    session.init_ray()
+    gpus = session.cluster_resources().get("GPU", 0)
     return min(1.0, gpus / folds) if gpus else 1.0
 
 
@@ -146,7 +151,7 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | N
     folds_cfg = FoldsConfig(n_folds=size.folds, seed=seed)
     outputs["folds"] = Path(write_folds(outputs["train_data"] / "labels.csv", out / "folds.csv", folds_cfg).output)
     if not model and not quick:
-        size = replace(size, model=default_model(_ray.cluster_resources()))
+        size = replace(size, model=default_model(session.cluster_resources()))
         if size.model != SIZES["full"].model:
             print(f"model: {size.model}, the card's model, since the cluster has GPUs (--model small: the CPU one)")
     base = TrainConfig(model=size.model, epochs=size.epochs, batch_size=32, cpus_per_worker=0.5,

@@ -39,7 +39,7 @@ def ray_local():
     """One embedded Ray for the whole test session (starting one costs seconds)."""
     import ray
 
-    from hpa_ray import _ray
+    from hpa_ray.runtime import session as _ray
 
     _ray.init_ray(num_cpus=2)
     yield ray
@@ -60,8 +60,8 @@ def quick_demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
 @pytest.fixture(scope="session")
 def synth_set(tmp_path_factory) -> Path:
     """Six labelled 1024² synthetic images (about 30 cells) with truth."""
-    from hpa_ray.config import SynthConfig
-    from hpa_ray.synth import generate
+    from hpa_ray.synth.config import SynthConfig
+    from hpa_ray.synth.generate import generate
 
     return generate(tmp_path_factory.mktemp("synth"), n_images=6, seed=7, cfg=SynthConfig(size=1024))
 

@@ -23,7 +23,7 @@ class KillWorkerOnce:
         self.epoch = epoch
 
     def __call__(self, epoch: int, fold_dir: str) -> None:
-        from hpa_ray import storage
+        from hpa_ray.core import storage
 
         marker = storage.join(fold_dir, "injected_failure")
         if epoch == self.epoch and not storage.exists(marker):
@@ -88,7 +88,7 @@ def loaded_images(dom: str) -> tuple[int, list[str]]:
 
 def labels_from_rles(rows, height: int, width: int) -> np.ndarray:
     """Paint decoded masks of (cell_id, mask_rle) rows into one (H, W) int32 label image."""
-    from hpa_ray.masks import decode_mask
+    from hpa_ray.core.masks import decode_mask
 
     out = np.zeros((height, width), np.int32)
     for cell_id, rle in rows:

@@ -18,9 +18,9 @@ import pandas as pd
 import ray
 from ray.cluster_utils import Cluster
 
-from hpa_ray._sink import MANIFEST_DIR
-from hpa_ray.config import SegmentConfig
-from hpa_ray.segment import run_segment
+from hpa_ray.runtime.sink import MANIFEST_DIR
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ import sys
 import ray
 from ray.cluster_utils import Cluster
 
-from hpa_ray.config import TrainConfig
-from hpa_ray.train import fit_fold
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.fit import fit_fold
 from tests.helpers import KillWorkerOnce  # PYTHONPATH holds the checkout: the workers import it too
 
 

@@ -7,17 +7,25 @@ import pytest
 import torch
 from skimage.segmentation import find_boundaries
 
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-from hpa_ray.backends._common import downscale
-from hpa_ray.backends._standin import save_standin
-from hpa_ray.backends.classical import h_maxima_by_object, nucleus_radius, segment_nuclei, size_adapted, size_factor
-from hpa_ray.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
-from hpa_ray.backends.nuclei import fill_holes, to_working_scale, working_scale
-from hpa_ray.cells import upsample_labels
-from hpa_ray.config import ClassicalConfig, HpaConfig, SegmentConfig, SynthConfig
-from hpa_ray.evaluate import match_cells
-from hpa_ray.schema import CHANNELS
-from hpa_ray.synth import make_image
+from hpa_ray.core.cells import upsample_labels
+from hpa_ray.core.schema import CHANNELS
+from hpa_ray.evaluate.score import match_cells
+from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.segment.backends.classical import (
+    h_maxima_by_object,
+    nucleus_radius,
+    segment_nuclei,
+    size_adapted,
+    size_factor,
+)
+from hpa_ray.segment.backends.common import downscale
+from hpa_ray.segment.backends.hpa import BackendError, load_pickled_module, probabilities_to_labels, sha256_of
+from hpa_ray.segment.backends.nuclei import fill_holes, to_working_scale, working_scale
+from hpa_ray.segment.backends.standin import save_standin
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.sections import ClassicalConfig, HpaConfig
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import make_image
 from tests.conftest import HPA_REAL, real_image_ids
 
 

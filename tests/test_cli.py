@@ -36,7 +36,7 @@ def test_stage_help():
         assert out.returncode == 0 and "--config" in out.stdout
 
 
-# One spelling per idea (hpa_ray.cli): what each stage reads and writes, by the same flag.
+# One spelling per idea (hpa_ray.runtime.cli): what each stage reads and writes, by the same flag.
 SHARED_FLAGS = {"segment": ["--images", "--labels", "--out"], "folds": ["--labels", "--out"],
                 "train": ["--cells", "--folds", "--out"], "tune": ["--cells", "--folds", "--out"],
                 "predict": ["--images", "--run-dir", "--out"], "evaluate": ["--out"],
@@ -52,7 +52,9 @@ def test_one_flag_spelling_across_stages_and_the_old_ones_still_work(tmp_path, s
         shown = capsys.readouterr().out
         assert all(flag in shown for flag in flags), (stage, flags)
         assert "--output-dir" not in shown and "--input-dir" not in shown and "--models" not in shown
-    from hpa_ray import folds, predict, train
+    from hpa_ray.folds import stratify as folds
+    from hpa_ray.predict import run as predict
+    from hpa_ray.train import fit as train
 
     old = ["--labels", str(shared_data / "train.csv"), "--n-folds", "3", "--output", str(tmp_path / "f.csv")]
     assert folds.main(old) == 0 and (tmp_path / "f.csv").exists()
@@ -70,8 +72,8 @@ def test_one_flag_spelling_across_stages_and_the_old_ones_still_work(tmp_path, s
 
 
 def test_the_full_demo_takes_the_cards_model_where_the_cluster_has_gpus():
-    from hpa_ray.backbones import backbone_names
     from hpa_ray.demo import CARD_MODEL, default_model
+    from hpa_ray.train.backbones import backbone_names
 
     assert default_model({"CPU": 2.0, "memory": 1e10}) == "small"
     assert default_model({"CPU": 16.0, "GPU": 1.0}) == CARD_MODEL == "efficientnet-b2"

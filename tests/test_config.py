@@ -3,17 +3,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpa_ray.config import (
-    ConfigError,
-    FoldsConfig,
-    PredictConfig,
-    SegmentConfig,
-    SynthConfig,
-    TrainConfig,
-    TuneConfig,
-    load_config,
-    write_resolved,
-)
+from hpa_ray.core.config import ConfigError, load_config, write_resolved
+from hpa_ray.folds.config import FoldsConfig
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.tune.config import TuneConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Every file in conf/ and the config class it configures.
@@ -123,7 +119,7 @@ def test_overlays_state_only_what_differs(tmp_path, shared_data, capsys):
     (tmp_path / "lost.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"nowhere.yaml does not exist \(base of .*lost.yaml\)"):
         load_config(TrainConfig, tmp_path / "lost.yaml")
-    from hpa_ray.folds import main
+    from hpa_ray.folds.stratify import main
 
     (tmp_path / "f1.yaml").write_text("n_folds: 4\nseed: 1\n")
     (tmp_path / "f2.yaml").write_text("n_folds: 3\n")

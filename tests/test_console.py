@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from hpa_ray import console
+from hpa_ray.runtime import console
 
 
 def test_progress_prints_rate_and_eta_only_when_the_count_moves(capsys):

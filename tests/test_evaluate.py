@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_ray.evaluate import EvaluateError, average_precision, evaluate, main, read_truth
-from hpa_ray.masks import encode_mask
-from hpa_ray.schema import CLASS_NAMES, NUM_CLASSES
-from hpa_ray.submission import SubmissionError, prediction_string, validate_submission, write_submission
+from hpa_ray.core.masks import encode_mask
+from hpa_ray.core.schema import CLASS_NAMES, NUM_CLASSES
+from hpa_ray.evaluate.score import EvaluateError, average_precision, evaluate, main, read_truth
+from hpa_ray.predict.submission import SubmissionError, prediction_string, validate_submission, write_submission
 
 H = W = 20
 

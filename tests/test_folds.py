@@ -2,9 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_ray.config import FoldsConfig, load_config
-from hpa_ray.folds import balance_table, main, make_folds, read_label_matrix, write_folds
-from hpa_ray.images import InputError
+from hpa_ray.core.config import load_config
+from hpa_ray.core.images import InputError
+from hpa_ray.folds.config import FoldsConfig
+from hpa_ray.folds.stratify import balance_table, main, make_folds, read_label_matrix, write_folds
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpa_ray.backends import build_backend, build_postprocess, build_preprocess
-from hpa_ray.backends._standin import save_standin
-from hpa_ray.config import HpaConfig, SegmentConfig, SynthConfig
-from hpa_ray.synth import make_image
+from hpa_ray.segment.backends import build_backend, build_postprocess, build_preprocess
+from hpa_ray.segment.backends.standin import save_standin
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.sections import HpaConfig
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import make_image
 
 pytestmark = pytest.mark.gpu
 
@@ -43,9 +45,9 @@ def test_predict_ensemble_on_cuda_agrees_with_cpu(tmp_path):
 
     import torch
 
-    from hpa_ray.config import TrainConfig
-    from hpa_ray.model import build_model
-    from hpa_ray.predict import Ensemble
+    from hpa_ray.predict.run import Ensemble
+    from hpa_ray.train.config import TrainConfig
+    from hpa_ray.train.model import build_model
 
     cfg = TrainConfig(model="tiny")
     torch.save(build_model(cfg).state_dict(), tmp_path / "m.pt")
@@ -61,11 +63,12 @@ def test_a_fold_trains_on_cuda_through_ray_train(ray_local, tmp_path, method):
     """Ray Train hands the worker batches already on CUDA: training and validation take them."""
     import pandas as pd
 
-    from hpa_ray.config import FoldsConfig, TrainConfig
-    from hpa_ray.folds import make_folds, read_label_matrix
-    from hpa_ray.segment import run_segment
-    from hpa_ray.synth import generate
-    from hpa_ray.train import fit_fold
+    from hpa_ray.folds.config import FoldsConfig
+    from hpa_ray.folds.stratify import make_folds, read_label_matrix
+    from hpa_ray.segment.stage import run_segment
+    from hpa_ray.synth.generate import generate
+    from hpa_ray.train.config import TrainConfig
+    from hpa_ray.train.fit import fit_fold
 
     data = generate(tmp_path / "synth", n_images=6, seed=3, cfg=SynthConfig(size=1024))
     run_segment(data / "images", tmp_path / "seg", SegmentConfig(crop_size=32), data / "labels.csv")

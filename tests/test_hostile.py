@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_ray.masks import encode_mask
+from hpa_ray.core.masks import encode_mask
 from tests.helpers import process_group, run_group
 
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -53,13 +53,13 @@ def _square(size: int) -> str:
 def test_submission_validation_is_bounded_and_strict(tmp_path, rows, message):
     path = _submission(tmp_path / "s.csv", rows)
     start = time.perf_counter()
-    out = _run("-m", "hpa_ray.submission", "validate", path)
+    out = _run("-m", "hpa_ray.predict.submission", "validate", path)
     assert out.returncode == 1 and out.stderr.startswith("invalid: ") and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and time.perf_counter() - start < 30
 
 
 def test_submission_that_cannot_be_read_is_exit_2(tmp_path):
-    out = _run("-m", "hpa_ray.submission", "validate", str(tmp_path / "missing.csv"))
+    out = _run("-m", "hpa_ray.predict.submission", "validate", str(tmp_path / "missing.csv"))
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "does not exist" in out.stderr
 
 
@@ -81,7 +81,8 @@ def test_hostile_config_is_one_error_line_and_exit_2(tmp_path, args, message):
 
 
 def test_a_digits_only_sha256_is_a_string():
-    from hpa_ray.config import SegmentConfig, load_config
+    from hpa_ray.core.config import load_config
+    from hpa_ray.segment.config import SegmentConfig
 
     digits = "1" * 64
     assert load_config(SegmentConfig, None, [f"hpa.cell_sha256={digits}"]).hpa.cell_sha256 == digits
@@ -109,8 +110,8 @@ def test_truncated_cells_part_is_named_before_training(tmp_path):
 
 def _hold_lock(directory) -> subprocess.Popen:
     """Another process that owns `directory` until it is killed."""
-    code = (f"from hpa_ray.locks import owned_by_this_run\nimport time\nwith owned_by_this_run({str(directory)!r}):\n"
-            "    print('held', flush=True)\n    time.sleep(600)\n")  # fmt: skip
+    code = (f"from hpa_ray.core.locks import owned_by_this_run\nimport time\n"
+            f"with owned_by_this_run({str(directory)!r}):\n    print('held', flush=True)\n    time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -164,7 +165,7 @@ def test_predict_refuses_an_empty_id_and_writes_nothing(ray_local, synth_set, tm
 
 @pytest.mark.parametrize("problem", ["missing", "text", "sha"])
 def test_hpa_backend_refuses_unusable_models_in_one_line(synth_set, tmp_path, problem):
-    from hpa_ray.backends._standin import save_standin
+    from hpa_ray.segment.backends.standin import save_standin
 
     model = save_standin(str(tmp_path / "m.pth"))
     cell = {"missing": str(tmp_path / "nope.pth"), "text": str(tmp_path / "t.pth"), "sha": model}[problem]
@@ -179,7 +180,7 @@ def test_hpa_backend_refuses_unusable_models_in_one_line(synth_set, tmp_path, pr
 
 
 def test_hpa_backend_on_a_cpu_only_ray_runs_on_cpu_actors(synth_set, tmp_path):
-    from hpa_ray.backends._standin import save_standin
+    from hpa_ray.segment.backends.standin import save_standin
 
     models = [f"hpa.{k}_model={save_standin(str(tmp_path / f'{k}.pth'))}" for k in ("nuclei", "cell")]
     start = time.perf_counter()
@@ -225,7 +226,7 @@ def test_every_reader_of_a_submission_decodes_masks_bounded(tmp_path, reader, ma
     pd.DataFrame({"image_id": ["img"], "cell_id": [1], "image_height": [size], "image_width": [size],
                   "mask_rle": [_square(size)], "labels": [[1] + [0] * 18]}).to_parquet(truth)  # fmt: skip
     module, args = {
-        "validate": ("hpa_ray.submission", ["validate", submission]),
+        "validate": ("hpa_ray.predict.submission", ["validate", submission]),
         "evaluate": ("hpa_ray.evaluate", ["--submission", submission, "--truth", str(truth)]),
         "report": ("hpa_ray.report", ["--out", str(tmp_path / "r"), "--truth", str(truth), "--submission", submission]),
     }[reader]

@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from hpa_ray.images import ImageError, InputError, list_images, read_channel, read_image
-from hpa_ray.schema import CHANNELS
+from hpa_ray.core.images import ImageError, InputError, list_images, read_channel, read_image
+from hpa_ray.core.schema import CHANNELS
 
 
 def _write(dir_, image_id, size=(32, 32), dtype=np.uint8, ext=".png", channels=CHANNELS):
@@ -94,8 +94,8 @@ def test_16_bit_files_holding_fewer_bits_are_scaled_from_the_depth_they_use(tmp_
 def test_input_bits_scales_every_image_alike_through_the_segment_stage(tmp_path):
     """Two images of one 12-bit camera, one dim (peak 1000): auto reads each from its own depth
     (the dim one from 10 bits), `input_bits: 12` both from 4095, and 16 as the full range."""
-    from hpa_ray.config import SegmentConfig
-    from hpa_ray.segment import _decode
+    from hpa_ray.segment.config import SegmentConfig
+    from hpa_ray.segment.stage import _decode
 
     for image_id, peak in (("bright", 4095), ("dim", 1000)):
         for c in CHANNELS:

@@ -15,7 +15,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from hpa_ray._ray import free_port
+from hpa_ray.runtime.session import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))

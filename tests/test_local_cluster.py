@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from hpa_ray.cluster.local import auto_cpu_scale, local_autoscaler_config, state_dir
-from hpa_ray.cluster.resources import NodeType, ResourceError, check_requests, node_types_from_autoscaler_config
 from hpa_ray.cluster.timeline import parse_event
+from hpa_ray.runtime.resources import NodeType, ResourceError, check_requests, node_types_from_autoscaler_config
 from tests.helpers import process_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +93,8 @@ def test_the_presets_fit_the_node_types_they_are_for_and_a_greedy_one_is_refused
 
 def test_training_that_asks_for_a_gpu_no_node_has_stops_at_once(ray_local):
     """On a Ray with no GPU (and no node type that has one), use_gpu: true would wait forever."""
-    from hpa_ray.config import TrainConfig
-    from hpa_ray.train import check_resources
+    from hpa_ray.train.config import TrainConfig
+    from hpa_ray.train.fit import check_resources
 
     check_resources(TrainConfig(use_gpu="auto"))
     with pytest.raises(ResourceError, match=r"training worker asks for \{CPU 1, GPU 1\}"):
@@ -138,8 +138,8 @@ def _wait_for(predicate, timeout: float, what: str):
 @pytest.mark.slow
 def test_the_local_cluster_scales_gpu_workers_from_zero_replaces_a_lost_one_and_removes_them(tmp_path):
     from hpa_ray.cluster.sample import make_sample
-    from hpa_ray.config import FoldsConfig
-    from hpa_ray.folds import make_folds, read_label_matrix
+    from hpa_ray.folds.config import FoldsConfig
+    from hpa_ray.folds.stratify import make_folds, read_label_matrix
 
     name = f"test-{os.getpid()}"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT),

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from hpa_ray.masks import decode_mask, encode_mask, encode_strip
-from hpa_ray.schema import check_image_id, format_labels, parse_labels
+from hpa_ray.core.masks import decode_mask, encode_mask, encode_strip
+from hpa_ray.core.schema import check_image_id, format_labels, parse_labels
 
 
 def test_strip_encoding_equals_full_mask_encoding():

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_segmentation_survives_a_lost_worker_node(tmp_path):
-    from hpa_ray.config import SynthConfig
-    from hpa_ray.synth import generate
+    from hpa_ray.synth.config import SynthConfig
+    from hpa_ray.synth.generate import generate
 
     data = generate(tmp_path / "synth", n_images=12, seed=11, cfg=SynthConfig(size=1024))
     out = tmp_path / "seg"
@@ -48,9 +48,10 @@ def test_segmentation_survives_a_lost_worker_node(tmp_path):
 
 @pytest.mark.slow
 def test_fold_training_resumes_after_its_worker_dies_on_a_multinode_cluster(tmp_path):
-    from hpa_ray.config import FoldsConfig, SynthConfig
-    from hpa_ray.folds import make_folds, read_label_matrix
-    from hpa_ray.synth import generate
+    from hpa_ray.folds.config import FoldsConfig
+    from hpa_ray.folds.stratify import make_folds, read_label_matrix
+    from hpa_ray.synth.config import SynthConfig
+    from hpa_ray.synth.generate import generate
 
     data = generate(tmp_path / "synth", n_images=6, seed=5, cfg=SynthConfig(size=2048))
     ids, y = read_label_matrix(data / "labels.csv")

@@ -6,12 +6,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hpa_ray.config import ConfigError, FoldsConfig, PredictConfig, SegmentConfig, TrainConfig, load_config
-from hpa_ray.folds import write_folds
-from hpa_ray.predict import run_predict
-from hpa_ray.segment import run_segment
-from hpa_ray.submission import parse_triples, read_submission
-from hpa_ray.train import fit_fold
+from hpa_ray.core.config import ConfigError, load_config
+from hpa_ray.folds.config import FoldsConfig
+from hpa_ray.folds.stratify import write_folds
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.predict.run import run_predict
+from hpa_ray.predict.submission import parse_triples, read_submission
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.fit import fit_fold
 
 PLUGIN = "tests.toy_plugin"
 

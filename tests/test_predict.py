@@ -13,12 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from hpa_ray.config import ConfigError, PredictConfig, SegmentConfig, TrainConfig, load_config, write_resolved
-from hpa_ray.evaluate import evaluate_files
-from hpa_ray.images import InputError
-from hpa_ray.model import ModelError, build_model
-from hpa_ray.predict import Ensemble, load_run, main, run_predict
-from hpa_ray.submission import parse_triples, read_submission
+from hpa_ray.core.config import ConfigError, load_config, write_resolved
+from hpa_ray.core.images import InputError
+from hpa_ray.evaluate.score import evaluate_files
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.predict.run import Ensemble, load_run, main, run_predict
+from hpa_ray.predict.submission import parse_triples, read_submission
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.model import ModelError, build_model
 
 CROP = 32
 
@@ -146,7 +149,7 @@ def test_no_image_to_run_still_writes_its_rows_and_ids_matching_no_image_are_ref
 
 
 def test_the_failures_file_goes_when_a_run_has_none(tmp_path):
-    from hpa_ray.predict import _write_failures, failures_path
+    from hpa_ray.predict.run import _write_failures, failures_path
 
     out = tmp_path / "sub.csv"
     assert failures_path(out) == str(tmp_path / "sub.failed.csv")
@@ -187,7 +190,7 @@ def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path, capsys):
 
 def test_submission_validate_cli(tmp_path, shared_data):
     def validate(*args):
-        return subprocess.run([sys.executable, "-m", "hpa_ray.submission", "validate", *args],
+        return subprocess.run([sys.executable, "-m", "hpa_ray.predict.submission", "validate", *args],
                               capture_output=True, text=True, timeout=120)  # fmt: skip
 
     ok = validate(str(shared_data / "sample_submission.csv"))
@@ -207,9 +210,9 @@ def test_segment_settings_come_from_the_run_unless_overridden(run_dir):
 
 def test_gpu_actor_gives_what_the_cpu_task_gives(ray_local, synth_set, run_dir):
     """The actor class (GPU actors on a cluster) against the fused CPU path, on one block."""
-    from hpa_ray.images import list_images
-    from hpa_ray.predict import _classify_in_task, _ClassifyActor
-    from hpa_ray.segment import build_dataset
+    from hpa_ray.core.images import list_images
+    from hpa_ray.predict.run import _classify_in_task, _ClassifyActor
+    from hpa_ray.segment.stage import build_dataset
 
     run = load_run(run_dir, PredictConfig())
     run_json = json.dumps({"paths": list(run.paths), "train": run.train.model_dump()})
@@ -228,7 +231,7 @@ def test_a_mixed_set_is_predicted_each_image_at_its_own_resolution(ray_local, sh
     as the 2019 set and HPA website downloads come. Each is segmented at the working scale its
     nuclei need (1/4 for 2048², finer for 512²), its submission row has its own size, and its
     predicted cells match HPA's own masks at that size (F1 >= 0.9 per size)."""
-    from hpa_ray.evaluate import match_cells
+    from hpa_ray.evaluate.score import match_cells
     from tests.conftest import HPA_REAL, real_image_ids
     from tests.helpers import labels_from_rles
 

@@ -1,4 +1,4 @@
-"""The embedded local Ray that every stage starts (hpa_ray._ray.init_ray)."""
+"""The embedded local Ray that every stage starts (hpa_ray.runtime.session.init_ray)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ other = subprocess.Popen([sys.executable, "-c", "import ray, time; ray.init(num_
 try:
     assert other.stdout.readline().strip() == "up"
     import ray
-    from hpa_ray import _ray
-    _ray.init_ray(num_cpus=1)
+    from hpa_ray.runtime import session
+    session.init_ray(num_cpus=1)
 
     @ray.remote
     class Probe:
@@ -46,10 +46,10 @@ DASHBOARD = """
 import sys
 import ray
 from ray._private.worker import get_dashboard_url
-from hpa_ray import _ray
+from hpa_ray.runtime import session
 if sys.argv[1] == "cli":
-    _ray.no_dashboard_unless_asked()  # what python -m hpa_ray.segment / predict do
-_ray.init_ray(num_cpus=1)
+    session.no_dashboard_unless_asked()  # what python -m hpa_ray.segment / predict do
+session.init_ray(num_cpus=1)
 print("dashboard:", bool(get_dashboard_url()))
 """
 
@@ -73,19 +73,20 @@ def test_a_local_ray_has_its_dashboard_except_in_a_segment_or_predict_cli_proces
 STOP = """
 import os, sys, time
 import ray
-from hpa_ray import _ray, console
+from hpa_ray.runtime import session
+from hpa_ray.runtime import console
 console.setup(sys.argv[1], False)  # a quiet CLI, as segment's and predict's
-_ray.no_dashboard_unless_asked()
-_ray.init_ray(num_cpus=1)
+session.no_dashboard_unless_asked()
+session.init_ray(num_cpus=1)
 from ray._private import ray_constants
 processes = ray._private.worker._global_node.all_processes
 assert processes[ray_constants.PROCESS_TYPE_MONITOR], "a local Ray has an autoscaler monitor"
 pids = [info.process.pid for infos in processes.values() for info in infos]
 monitor = processes[ray_constants.PROCESS_TYPE_MONITOR][0].process
 raylet = processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
-_ray._stop_autoscaler_monitor()
+session._stop_autoscaler_monitor()
 print("monitor", monitor.poll() is not None, "raylet", raylet.poll() is None)
-code = _ray.exit_code_after_shutdown(3)
+code = session.exit_code_after_shutdown(3)
 
 def alive(pid):
     try:
@@ -113,8 +114,8 @@ def test_a_quiet_cli_stops_its_ray_at_the_end_monitor_included(tmp_path):
 def test_a_local_rays_workers_poll_ray_train_often(ray_local):
     """Ray Train's controller reads its poll interval from its own process's environment: an
     actor started, with env_vars of its own, from inside another actor (as Ray Train starts its
-    controller from a Tune trial) has the local Ray's short interval (`_ray.TRAIN_POLL_ENV`)."""
-    from hpa_ray import _ray
+    controller from a Tune trial) has the local Ray's short interval (`session.TRAIN_POLL_ENV`)."""
+    from hpa_ray.runtime import session
 
     @ray_local.remote
     class Trial:
@@ -122,5 +123,5 @@ def test_a_local_rays_workers_poll_ray_train_often(ray_local):
             inner = ray_local.remote(lambda: os.environ.get(name))
             return ray_local.get(inner.options(runtime_env={"env_vars": {"OTHER": "1"}}).remote())
 
-    expected = os.environ.get(_ray.TRAIN_POLL_ENV, _ray.LOCAL_TRAIN_POLL_S)
-    assert ray_local.get(Trial.remote().controller_env.remote(_ray.TRAIN_POLL_ENV)) == expected
+    expected = os.environ.get(session.TRAIN_POLL_ENV, session.LOCAL_TRAIN_POLL_S)
+    assert ray_local.get(Trial.remote().controller_env.remote(session.TRAIN_POLL_ENV)) == expected

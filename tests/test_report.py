@@ -9,12 +9,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hpa_ray.config import FoldsConfig, PredictConfig, SegmentConfig
-from hpa_ray.folds import make_folds, read_label_matrix
-from hpa_ray.masks import encode_mask, label_image
-from hpa_ray.predict import run_predict
-from hpa_ray.report import main, run_report
-from hpa_ray.report_predictions import (
+from hpa_ray.core.masks import encode_mask, label_image
+from hpa_ray.core.schema import NUM_CLASSES
+from hpa_ray.folds.config import FoldsConfig
+from hpa_ray.folds.stratify import make_folds, read_label_matrix
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.predict.run import run_predict
+from hpa_ray.predict.submission import prediction_string, write_submission
+from hpa_ray.report.build import main, run_report
+from hpa_ray.report.predictions import (
     GALLERY_CELLS,
     SHOWN_IMAGES,
     gallery_rows,
@@ -22,9 +25,8 @@ from hpa_ray.report_predictions import (
     read_predictions,
     true_cell_of,
 )
-from hpa_ray.schema import NUM_CLASSES
-from hpa_ray.segment import run_segment
-from hpa_ray.submission import prediction_string, write_submission
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
 from tests.helpers import chromium_dom, loaded_images
 from tests.test_predict import _make_run
 

@@ -10,12 +10,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from hpa_ray.backends._standin import save_standin
-from hpa_ray.config import ConfigError, SegmentConfig, SynthConfig, load_config
-from hpa_ray.evaluate import match_cells
-from hpa_ray.schema import CHANNELS, crops_to_numpy, parse_labels
-from hpa_ray.segment import EXIT_SOME_FAILED, main, run_segment
-from hpa_ray.synth import make_image
+from hpa_ray.core.config import ConfigError, load_config
+from hpa_ray.core.schema import CHANNELS, crops_to_numpy, parse_labels
+from hpa_ray.evaluate.score import match_cells
+from hpa_ray.segment.backends.standin import save_standin
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import EXIT_SOME_FAILED, main, run_segment
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import make_image
 from tests.helpers import labels_from_rles
 
 CROP = 48

@@ -1,4 +1,4 @@
-"""Local and object-storage paths (hpa_ray.storage), and every stage on s3:// through a local S3.
+"""Local and object-storage paths (hpa_ray.core.storage), and every stage on s3:// through a local S3.
 
 The S3 server is moto's (a real HTTP S3 API on 127.0.0.1); pyarrow reaches it through
 AWS_ENDPOINT_URL, the same way it reaches AWS, so the stages run unchanged.
@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from hpa_ray import storage
+from hpa_ray.core import storage
 from tests.helpers import run_group
 
 BUCKET = "hpa-test"
@@ -169,7 +169,7 @@ def test_every_stage_reads_and_writes_s3(s3_env, synth_set, tmp_path):
     pred = run("hpa_ray.predict", "--images", f"{data}/images", "--run-dir", f"{out}/run", "--out", submission,
                "--ids", f"{data}/labels.csv")  # fmt: skip
     assert pred.returncode == 0, pred.stderr[-3000:]
-    valid = run("hpa_ray.submission", "validate", submission, "--images", f"{data}/images")
+    valid = run("hpa_ray.predict.submission", "validate", submission, "--images", f"{data}/images")
     assert valid.returncode == 0 and "valid: 6 rows" in valid.stdout, valid.stderr[-3000:]
     scored = run("hpa_ray.evaluate", "--submission", submission, "--truth", f"{data}/truth.parquet",
                  "--out", f"{out}/evaluation.json")  # fmt: skip

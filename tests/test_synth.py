@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_ray.config import SynthConfig
-from hpa_ray.masks import decode_mask
-from hpa_ray.schema import CHANNELS, NEGATIVE, parse_labels
-from hpa_ray.synth import main, make_image
+from hpa_ray.core.masks import decode_mask
+from hpa_ray.core.schema import CHANNELS, NEGATIVE, parse_labels
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import main, make_image
 
 
 def _digest(directory):

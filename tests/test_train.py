@@ -16,15 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from hpa_ray.bags import collate_bags
-from hpa_ray.config import FoldsConfig, SegmentConfig, SynthConfig, TrainConfig
-from hpa_ray.folds import make_folds, read_label_matrix
-from hpa_ray.model import ModelError, build_model
-from hpa_ray.schema import NUM_CLASSES
-from hpa_ray.segment import run_segment
-from hpa_ray.synth import generate
-from hpa_ray.train import _train_epoch, _Worker, concurrent_trials, fit_fold, main, train_folds
-from hpa_ray.train_data import (
+from hpa_ray.core.schema import NUM_CLASSES
+from hpa_ray.folds.config import FoldsConfig
+from hpa_ray.folds.stratify import make_folds, read_label_matrix
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.segment.stage import run_segment
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import generate
+from hpa_ray.train.bags import collate_bags
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.data import (
     IN_PROCESS_MAX_BYTES,
     CellCollate,
     DataError,
@@ -33,6 +34,8 @@ from hpa_ray.train_data import (
     fold_datasets,
     images_spread_over_parts,
 )
+from hpa_ray.train.fit import _train_epoch, _Worker, concurrent_trials, fit_fold, main, train_folds
+from hpa_ray.train.model import ModelError, build_model
 from tests.helpers import KillWorkerOnce, process_group, run_group
 
 CROP = 64
@@ -138,7 +141,7 @@ def test_cached_crops_let_one_more_training_start_where_its_workers_fit(monkeypa
                                                                         streamed, cached):  # fmt: skip
     # One CPU stays free for the data tasks of streamed crops; cached crops need it only while
     # a training loads them, so the last to start may take it, but never more CPUs than there are.
-    monkeypatch.setattr("hpa_ray._ray.cluster_resources", lambda: {"CPU": cpus})
+    monkeypatch.setattr("hpa_ray.runtime.session.cluster_resources", lambda: {"CPU": cpus})
     cfg = TrainConfig(num_workers=workers, cpus_per_worker=cpus_per_worker, use_gpu=False)
     assert concurrent_trials(cfg, 10, cached=False) == streamed
     assert concurrent_trials(cfg, 10, cached=True) == cached
@@ -179,7 +182,7 @@ def test_a_wrong_folds_file_or_fold_is_said_before_ray_starts(cells, tmp_path, m
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started before the folds were checked")
 
-    monkeypatch.setattr("hpa_ray._ray.init_ray", no_ray)
+    monkeypatch.setattr("hpa_ray.runtime.session.init_ray", no_ray)
     with pytest.raises(DataError, match="fold 7 is not in the folds file"):
         fit_fold(cells["cells"], cells["folds"], 7, tmp_path / "run", TrainConfig(**FAST))
     with pytest.raises(DataError, match="does not exist"):
@@ -314,7 +317,7 @@ def _reports(fold_dir: Path) -> int:
 def test_cells_that_do_not_say_how_they_were_made_are_refused_at_the_start(cells, tmp_path):
     import shutil
 
-    from hpa_ray.train_data import DataError
+    from hpa_ray.train.data import DataError
 
     shutil.copytree(cells["cells"], tmp_path / "seg" / "cells")  # no segment_config.yaml beside them
     with pytest.raises(DataError, match="segment_config.yaml is missing"):

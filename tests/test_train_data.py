@@ -4,7 +4,7 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from hpa_ray.train_data import augmentation, flip_batch
+from hpa_ray.train.augment import augmentation, flip_batch
 
 
 def test_flip_batch_is_exactly_the_albumentations_augmentation():
@@ -35,7 +35,7 @@ def test_flip_batch_is_exactly_the_albumentations_augmentation():
 )
 def test_a_folds_file_that_cannot_split_the_images_is_refused(tmp_path, text, message):
     """Each once reached Ray Tune or the workers (an empty file: IndexError deep in Tune)."""
-    from hpa_ray.train_data import DataError, read_folds
+    from hpa_ray.train.data import DataError, read_folds
 
     (tmp_path / "folds.csv").write_text(text)
     with pytest.raises(DataError, match=message):
@@ -43,7 +43,7 @@ def test_a_folds_file_that_cannot_split_the_images_is_refused(tmp_path, text, me
 
 
 def test_a_good_folds_file_reads_with_integer_folds(tmp_path):
-    from hpa_ray.train_data import read_folds
+    from hpa_ray.train.data import read_folds
 
     (tmp_path / "folds.csv").write_text("image_id,fold\n007,0\nNA,2.0\n")
     folds = read_folds(tmp_path / "folds.csv")
@@ -56,7 +56,7 @@ def test_unlabelled_cells_are_refused_for_training(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hpa_ray.train_data import DataError, check_cells
+    from hpa_ray.train.data import DataError, check_cells
 
     labels = pa.array([None, None], pa.list_(pa.uint8()))
     cells = pa.table({"image_id": ["a", "a"], "crop": pa.array([b"x", b"y"], pa.binary(1)), "labels": labels})

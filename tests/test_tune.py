@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_ray._ray import free_port
-from hpa_ray.config import ConfigError, TrainConfig, TuneConfig, load_config
-from hpa_ray.tune import EXIT_INTERRUPTED, run_search, search_space
+from hpa_ray.core.config import ConfigError, load_config
+from hpa_ray.runtime.session import free_port
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.tune.config import TuneConfig
+from hpa_ray.tune.search import EXIT_INTERRUPTED, run_search, search_space
 from tests.helpers import chromium_dom, chromium_screenshot, loaded_images, process_group, run_group
 from tests.test_train import cells  # noqa: F401 - the module fixture of synthetic cells
 
@@ -88,7 +90,7 @@ def test_asha_stops_a_trial_below_its_rung_cutoff():
 
     from ray.tune.schedulers import TrialScheduler
 
-    from hpa_ray.tune import METRIC, MODE, asha_scheduler
+    from hpa_ray.tune.search import METRIC, MODE, asha_scheduler
 
     cfg = load_config(TuneConfig, None, [*BASE, "asha.grace_period=1", "asha.reduction_factor=2"])
     scheduler = asha_scheduler(cfg)
@@ -103,7 +105,7 @@ def test_asha_stops_a_trial_below_its_rung_cutoff():
 
 
 def _search_report_shows_every_trial(run_dir, table: pd.DataFrame, tmp_path) -> None:
-    from hpa_ray.report import main as report
+    from hpa_ray.report.build import main as report
 
     assert report(["--out", str(tmp_path / "report"), "--search-dir", str(run_dir)]) == 0
     page = (tmp_path / "report" / "index.html").read_text()
@@ -207,7 +209,7 @@ def _first_reported_trial(url: str, timeout: float = 60):
 def test_seeded_sampler_states_its_settings_and_repeats():
     import optuna
 
-    from hpa_ray.tune import _sampler
+    from hpa_ray.tune.search import _sampler
 
     def proposals(seed: int) -> list[float]:
         study = optuna.create_study(direction="maximize", sampler=_sampler(seed))

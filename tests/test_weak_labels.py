@@ -9,13 +9,15 @@ import pyarrow as pa
 import pytest
 import torch
 
-from hpa_ray.bags import collate_bags, image_bags, sample_bags
-from hpa_ray.config import PredictConfig, SynthConfig, TrainConfig
-from hpa_ray.methods import validation_metrics
-from hpa_ray.model import BagClassifier, bag_loss, build_model
-from hpa_ray.schema import NEGATIVE, NUM_CLASSES, crop_field
-from hpa_ray.scoring import cell_scores, fuse, negative_complement
-from hpa_ray.synth import _sample_labels, image_labels_of
+from hpa_ray.core.schema import NEGATIVE, NUM_CLASSES, crop_field
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.predict.scoring import cell_scores, fuse, negative_complement
+from hpa_ray.synth.config import SynthConfig
+from hpa_ray.synth.generate import _sample_labels, image_labels_of
+from hpa_ray.train.bags import collate_bags, image_bags, sample_bags
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.methods import validation_metrics
+from hpa_ray.train.model import BagClassifier, bag_loss, build_model
 
 
 def test_bags_pad_mask_and_draw_without_replacement():
@@ -207,7 +209,7 @@ def test_a_tiny_bag_model_learns_which_cell_makes_the_label():
     x, y, which = bags(64)
     with torch.no_grad():
         cells, image = model(x, torch.ones(64, 6, dtype=torch.bool))
-    from hpa_ray.metrics import per_class_ap
+    from hpa_ray.core.metrics import per_class_ap
 
     assert per_class_ap(y.numpy(), torch.sigmoid(image).numpy())[0] > 0.9, "image label learnt (chance 0.5)"
     positive = y[:, 0] == 1

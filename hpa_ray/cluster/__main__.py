@@ -82,14 +82,9 @@ def _name(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from hpa_ray.cluster.local import ClusterError
-    from hpa_ray.config import ConfigError
+    from hpa_ray.runtime import cli
 
-    try:
-        return _COMMANDS[args.command](args)
-    except (ClusterError, ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli.guarded(lambda: _COMMANDS[args.command](args), also=(FileNotFoundError,))
 
 
 def _up(args) -> int:

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from hpa_ray.cluster.resources import NodeType, format_bundle, node_types_from_autoscaler_config
+from hpa_ray.core.errors import HpaRayError
+from hpa_ray.runtime.resources import NodeType, format_bundle, node_types_from_autoscaler_config
 
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"  # the provider numbers worker nodes from here (…00001, …)
 PROVIDER = "hpa_ray.cluster.provider.LocalNodeProvider"
@@ -37,7 +38,7 @@ HEAD_OBJECT_STORE_MB = 512
 UPDATE_INTERVAL_S = 1  # the autoscaler's loop; Ray's default 5 s only delays a laptop's scale-up
 
 
-class ClusterError(RuntimeError):
+class ClusterError(HpaRayError, RuntimeError):
     """The local cluster cannot start, is not running, or is already running."""
 
 
@@ -160,8 +161,8 @@ def up(cluster_yaml: str | Path, name: str | None = None, cpu_scale: float | Non
     """Start the head of a local autoscaling cluster; workers come when work asks for them."""
     import ray._private.services as services
 
-    from hpa_ray._ray import free_port
-    from hpa_ray.cluster.resources import publish_node_types
+    from hpa_ray.runtime.resources import publish_node_types
+    from hpa_ray.runtime.session import free_port
 
     cluster = yaml.safe_load(Path(cluster_yaml).read_text())
     name = name or f"{cluster['cluster_name']}-local"
@@ -240,7 +241,7 @@ def _refuse_if_running(name: str, directory: Path) -> None:
 def _port_or_free(port: int) -> int:
     import socket
 
-    from hpa_ray._ray import free_port
+    from hpa_ray.runtime.session import free_port
 
     with socket.socket() as s:
         try:

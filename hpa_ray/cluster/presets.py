@@ -11,16 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from hpa_ray.cluster.resources import NodeType, check_requests, format_bundle, node_types_from_autoscaler_config
-from hpa_ray.config import (
-    ConfigError,
-    FoldsConfig,
-    PredictConfig,
-    SegmentConfig,
-    TrainConfig,
-    TuneConfig,
-    load_config,
-)
+from hpa_ray.core.config import ConfigError, load_config
+from hpa_ray.folds.config import FoldsConfig
+from hpa_ray.predict.config import PredictConfig
+from hpa_ray.runtime.resources import NodeType, check_requests, format_bundle, node_types_from_autoscaler_config
+from hpa_ray.segment.config import SegmentConfig
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.tune.config import TuneConfig
 
 
 def _gpu(setting, has_gpus: bool) -> bool:
@@ -28,15 +25,15 @@ def _gpu(setting, has_gpus: bool) -> bool:
 
 
 def _segment(cfg: SegmentConfig, has_gpus: bool) -> dict:
-    from hpa_ray.backends import gpu_use
-    from hpa_ray.segment import resource_requests
+    from hpa_ray.segment.backends import gpu_use
+    from hpa_ray.segment.stage import resource_requests
 
     use = gpu_use(cfg)
     return resource_requests(cfg, use == "always" or (use == "if_available" and has_gpus))
 
 
 def _train(cfg: TrainConfig, has_gpus: bool) -> dict:
-    from hpa_ray.train import worker_resources
+    from hpa_ray.train.fit import worker_resources
 
     return {"training worker": worker_resources(cfg, _gpu(cfg.use_gpu, has_gpus))}
 
@@ -46,7 +43,7 @@ def _tune(cfg: TuneConfig, has_gpus: bool) -> dict:
 
 
 def _predict(cfg: PredictConfig, has_gpus: bool) -> dict:
-    from hpa_ray.predict import classifier_request
+    from hpa_ray.predict.run import classifier_request
 
     return classifier_request(cfg) if _gpu(cfg.use_gpu, has_gpus) else {}
 

@@ -2,7 +2,7 @@
 layout, to try the pipeline on the local cluster: ROOT/train/ (images), ROOT/train.csv,
 ROOT/test/, ROOT/sample_submission.csv (Kaggle's columns), ROOT/test_truth.parquet (per-cell
 truth, for `hpa_ray.evaluate`) and ROOT/models/ (stand-ins of HPA's two U-Net files: same
-contract, no download; they find bright cells, see hpa_ray.backends._standin).
+contract, no download; they find bright cells, see hpa_ray.segment.backends.standin).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ NUCLEI_FILE, CELL_FILE = "dpn_unet_nuclei_v1.pth", "dpn_unet_cell_3ch_v1.pth"  #
 
 def make_sample(root: str | Path, n_train: int = 12, n_test: int = 4, size: int = 1024, seed: int = 0) -> Path:
     """Write the set under `root` (see the module docstring); → root."""
-    from hpa_ray.backends._standin import save_standin
-    from hpa_ray.config import SynthConfig
-    from hpa_ray.synth import generate
+    from hpa_ray.segment.backends.standin import save_standin
+    from hpa_ray.synth.config import SynthConfig
+    from hpa_ray.synth.generate import generate
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

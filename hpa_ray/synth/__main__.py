@@ -1,0 +1,7 @@
+"""`python -m hpa_ray.synth`."""
+
+import sys
+
+from hpa_ray.synth.generate import main as _main
+
+sys.exit(_main())

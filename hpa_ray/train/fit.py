@@ -1,0 +1,492 @@
+"""Per-fold training on Ray Train (`python -m hpa_ray.train`); all folds at once via Ray Tune.
+
+Each fold is a Ray Train TorchTrainer: workers stream augmented uint8 batches from Ray Data,
+train with BCE + Adam + cosine annealing, validate each epoch (macro AP over classes, cells
+against their weak labels), checkpoint, and stop early. A worker that dies is restarted and
+resumes from the last checkpoint. `--fold all` runs one Ray Tune trial per fold, in parallel.
+Outputs: RUN_DIR/fold-K/{best/model.pt, config.yaml, metrics.csv, tensorboard/}, RUN_DIR/config.yaml,
+RUN_DIR/segment_config.yaml (copied from the cells: predict segments test images the same way).
+Cells, folds and RUN_DIR may be local or object storage (`s3://…`); so may Ray's storage_path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpa_ray.core import storage
+from hpa_ray.core.config import ConfigError, load_config, write_resolved
+from hpa_ray.core.layout import Fold, SegmentOutput, TrainingRun
+from hpa_ray.core.locks import owned_by_this_run
+from hpa_ray.runtime import cli, console, session
+from hpa_ray.train.config import TrainConfig
+from hpa_ray.train.data import (
+    check_cells,
+    check_fold,
+    check_segment_config,
+    crops_bytes,
+    fold_datasets,
+    read_folds,
+)
+from hpa_ray.train.methods import build_method, validation_metrics
+
+BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
+STATE = "state.pt"
+EpochHook = Callable[[int, str], None]  # (epoch, fold_dir), in the rank-0 worker as each epoch starts
+
+
+
+def _gather(array: np.ndarray) -> np.ndarray:
+    """Concatenate an array over all workers (validation predictions of every shard)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return array
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, array)
+    return np.concatenate(parts)
+
+
+def _evaluate(model, method, shard, amp: bool) -> dict[str, float]:
+    """Validation outputs of this worker's shard, gathered over the workers → metrics."""
+    import torch
+
+    model.eval()
+    parts: dict[str, list] = {key: [value] for key, value in method.empty_outputs().items()}
+    with torch.no_grad():
+        for batch in method.batches(shard, train=False):
+            with torch.autocast(method.device.type, dtype=torch.bfloat16, enabled=amp):
+                for key, value in method.outputs(model, batch).items():
+                    parts[key].append(value)
+    return validation_metrics({key: _gather(np.concatenate(values)) for key, values in parts.items()}, method.selects)
+
+
+class _Board:
+    """Rank 0's TensorBoard events in fold_dir/tensorboard. Event files grow by appends, which
+    object storage cannot do: for a URI they are written locally and uploaded after each epoch."""
+
+    def __init__(self, fold_dir: str):
+        from tensorboardX import SummaryWriter
+
+        self.target = Fold(fold_dir).tensorboard
+        self.local = tempfile.mkdtemp(prefix="hpa-tensorboard-") if storage.is_uri(fold_dir) else self.target
+        self.writer = SummaryWriter(self.local)
+
+    def log(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            if key != "epoch" and np.isfinite(value):
+                self.writer.add_scalar(key, value, metrics["epoch"])
+        self.writer.flush()
+        if self.local != self.target:
+            storage.upload_dir(self.local, self.target)
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.local != self.target:
+            storage.upload_dir(self.local, self.target)
+            shutil.rmtree(self.local, ignore_errors=True)
+
+
+@dataclass
+class _Worker:
+    """What one Ray Train worker holds for a fold: config, device, model, optimiser, progress."""
+
+    cfg: TrainConfig
+    fold_dir: str
+    rank: int
+    world: int
+    device: object
+    amp: bool
+    model: object  # what the training steps call (DDP-wrapped and/or compiled)
+    bare: object  # the module itself: checkpoints and validation
+    method: object
+    optimizer: object
+    scheduler: object
+    state: dict = field(default_factory=lambda: {"epoch": -1, "best_map": -1.0, "since_best": 0})
+    best_weights: dict | None = None
+    resumed_from: int = -1
+
+
+def _setup_worker(config: dict) -> _Worker:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from hpa_ray.train.backbones import normalisation
+    from hpa_ray.train.model import build_model
+
+    cfg = TrainConfig.model_validate(config["train"])
+    torch.set_num_threads(cfg.threads_per_worker)
+    torch.manual_seed(cfg.seed)
+    ctx, device = ray.train.get_context(), _device()
+    amp = cfg.mixed_precision is True or (cfg.mixed_precision == "auto" and device.type == "cuda")
+    channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and (amp or device.type == "cpu"))
+    model = build_model(cfg)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True  # bag models convert the cells they gather
+    model = ray.train.torch.prepare_model(model, move_to_device=device)
+    bare = model.module if hasattr(model, "module") else model
+    if cfg.compile:
+        model = torch.compile(model)  # shares bare's parameters; evaluation runs uncompiled
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    mean, std = normalisation(cfg.model, device)
+    return _Worker(cfg, config["fold_dir"], ctx.get_world_rank(), ctx.get_world_size(), device, amp, model, bare,
+                   build_method(cfg, device, mean, std, channels_last), optimizer,
+                   torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs))  # fmt: skip
+
+
+def _device():
+    """The worker's torch device: Ray Train's, except that a GPU Ray assigned but torch cannot
+    see (a logical GPU of a local cluster, or a CPU build of torch) leaves the worker on the CPU
+    (reported as `gpu_fallback`, which the console says once) instead of failing on `cuda:0`."""
+    import ray.train.torch
+    import torch
+
+    device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("warning: this training worker was given a GPU that torch cannot see; training on the CPU",
+              file=sys.stderr)  # fmt: skip
+        return torch.device("cpu")
+    return device
+
+
+def gpu_fallback(gpu_asked: bool, device) -> float:
+    """1.0 when the worker was given a GPU but trains on the CPU (see `_device`), else 0.0."""
+    return float(gpu_asked and device.type != "cuda")
+
+
+def _resume(w: _Worker) -> None:
+    """From the last checkpoint, when Ray Train restarted this worker group."""
+    import ray.train
+    import torch
+
+    if checkpoint := ray.train.get_checkpoint():
+        with checkpoint.as_directory() as d:
+            saved = torch.load(Path(d) / STATE, map_location=w.device, weights_only=False)
+            w.best_weights = torch.load(Path(d) / BEST_MODEL, map_location="cpu", weights_only=True)
+        w.bare.load_state_dict(saved["model"])
+        w.optimizer.load_state_dict(saved["optimizer"])
+        w.scheduler.load_state_dict(saved["scheduler"])
+        w.state = saved["progress"]
+        w.resumed_from = w.state["epoch"]
+
+
+def _train_epoch(w: _Worker, shard, epoch: int) -> dict:
+    """One pass over the shard → its mean training loss, items per second (input included)
+    and where the epoch's time went: `first_batch_s` (until the first batch came),
+    `first_step_s` (the first step, waited for: kernel selection, compilation),
+    `input_wait_s` (all waits for a batch, the first included) and `train_pass_s` (the whole pass)."""
+    import torch
+
+    w.model.train()
+    # The loss stays on the device until the epoch ends: a .item() per step would make the
+    # host wait for every step, so the next batch's fetch and copy could not overlap it.
+    loss_sum, steps, seen, waited = torch.zeros((), device=w.device), 0, 0, 0.0
+    started = mark = time.perf_counter()
+    times = {"first_batch_s": float("nan"), "first_step_s": float("nan")}  # an empty shard
+    # Augmentation and shuffle draws follow (seed, worker, epoch): a rerun draws the same.
+    for batch in w.method.batches(shard, train=True, seed=(w.cfg.seed, w.rank, epoch)):
+        waited += time.perf_counter() - mark
+        with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=w.amp):
+            loss = w.method.loss(w.model, batch)
+        w.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        w.optimizer.step()
+        loss_sum += loss.detach()
+        if steps == 0:  # waited for once: what the first step costs beyond the others
+            times = {"first_batch_s": waited, "first_step_s": _synchronized(w.device) - started - waited}
+        steps += 1
+        seen += w.method.items(batch)
+        mark = time.perf_counter()
+    seconds = time.perf_counter() - started
+    return {"train_loss": (loss_sum / steps).item() if steps else float("nan"),
+            "train_images_per_s": seen / seconds if seconds else 0.0,
+            **times, "input_wait_s": waited, "train_pass_s": seconds}  # fmt: skip
+
+
+def _synchronized(device) -> float:
+    """The time once the device has finished what was queued (CUDA runs asynchronously)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _keep_best(w: _Worker, val_map: float) -> None:
+    if val_map > w.state["best_map"]:
+        w.state.update(best_map=val_map, since_best=0)
+        w.best_weights = {k: v.detach().cpu().clone() for k, v in w.bare.state_dict().items()}
+    else:
+        w.state["since_best"] += 1
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker: config = {"train": TrainConfig dict, "fold": K, "fold_dir": path}."""
+    import ray.train
+
+    w = _setup_worker(config)
+    _resume(w)
+    writer = _Board(w.fold_dir) if w.rank == 0 else None
+    for epoch in range(w.state["epoch"] + 1, w.cfg.epochs):
+        if w.rank == 0:
+            for hook in config.get("epoch_hooks", ()):
+                hook(epoch, w.fold_dir)
+        epoch_stats = _train_epoch(w, ray.train.get_dataset_shard("train"), epoch)
+        w.scheduler.step()
+        val = _evaluate(w.bare, w.method, ray.train.get_dataset_shard("val"), w.amp)
+        _keep_best(w, val["val_map"])
+        w.state["epoch"] = epoch
+        # this worker's rate × workers: the fold's training throughput in cells/s (input included)
+        metrics = {"epoch": epoch, **epoch_stats, **val, "best_val_map": w.state["best_map"],
+                   "lr": w.scheduler.get_last_lr()[0], "resumed_from_epoch": w.resumed_from,
+                   "gpu_fallback": gpu_fallback(config.get("gpu", False), w.device),
+                   # this fold ends after this epoch by itself (a search tells ASHA's stops apart)
+                   "last_epoch": epoch == w.cfg.epochs - 1 or w.state["since_best"] >= w.cfg.patience,
+                   "train_images_per_s": epoch_stats["train_images_per_s"] * w.world}  # fmt: skip
+        _report(metrics, w, writer)
+        if w.state["since_best"] >= w.cfg.patience:
+            break
+    if writer is not None:
+        writer.close()
+
+
+def _report(metrics: dict, w: _Worker, writer) -> None:
+    import ray.train
+    import torch
+
+    if w.rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    writer.log(metrics)
+    # the node beside each epoch: where a fold ran, and which node a lost worker was on
+    line = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+    storage.append_text(Fold(w.fold_dir).metrics_jsonl, json.dumps(line) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"model": w.bare.state_dict(), "optimizer": w.optimizer.state_dict(),
+                    "scheduler": w.scheduler.state_dict(), "progress": dict(w.state)}, Path(tmp) / STATE)  # fmt: skip
+        torch.save(w.best_weights, Path(tmp) / BEST_MODEL)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: str | Path, cfg: TrainConfig,
+             callbacks: tuple = (), epoch_hooks: tuple[EpochHook, ...] = ()) -> dict:  # fmt: skip
+    """Train one fold with Ray Train; returns the best epoch's metrics. See the module docstring.
+
+    callbacks: Ray Tune callbacks of the run. epoch_hooks: picklable `hook(epoch, fold_dir)`
+    called in the rank-0 worker as each epoch starts (the tests inject a worker's death so).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from hpa_ray.train.model import check_model_config
+
+    check_model_config(cfg)
+    check_cells(storage.absolute(cells_dir))
+    check_segment_config(storage.absolute(cells_dir))
+    folds = read_folds(folds_csv)  # a wrong folds file or fold is said before Ray starts (seconds)
+    check_fold(folds, fold)
+    session.init_ray()
+    run_dir, cells_dir = storage.absolute(run_dir), storage.absolute(cells_dir)
+    fold_dir = TrainingRun(run_dir).fold(fold).root
+    # Same run name and storage path: Ray Train resumes a run that was interrupted (its
+    # metrics.jsonl keeps the earlier epochs; export keeps the last report of each epoch).
+    storage.makedirs(fold_dir)
+    _write_run_config(fold_dir, cfg, cells_dir)
+    train_ds, val_ds = fold_datasets(cells_dir, folds, fold, cache=caches_crops(cfg, cells_dir),
+                                     bags=cfg.method == "bag", seed=cfg.seed)  # fmt: skip
+    gpu = session.use_gpu(cfg.use_gpu)
+    resources = worker_resources(cfg, gpu)
+    check_resources(cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": cfg.model_dump(),
+            "fold": fold,
+            "fold_dir": fold_dir,
+            "epoch_hooks": list(epoch_hooks),
+            "gpu": gpu,
+        },
+        # NCCL only where several GPU workers exchange gradients: one worker needs no collective,
+        # and gloo also runs where the GPU is logical (a local cluster) or torch is a CPU build.
+        torch_config=TorchConfig(backend="nccl" if gpu and cfg.num_workers > 1 else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=f"{storage.name(run_dir)}-fold-{fold}",
+            storage_path=cfg.storage_path or TrainingRun(run_dir).ray_results,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks),
+        ),
+        datasets={"train": train_ds, "val": val_ds},
+    )
+    result = trainer.fit()
+    return _export_fold(result, fold_dir)
+
+
+def worker_resources(cfg: TrainConfig, gpu: bool) -> dict[str, float]:
+    """What each Ray Train worker of a fold asks for (the config's, nothing in code)."""
+    return {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
+
+
+def check_resources(cfg: TrainConfig) -> None:
+    """Refuse (ResourceError, exit 2) a worker no node of the connected cluster can hold: Ray
+    Train would wait for it forever."""
+    from hpa_ray.runtime.resources import check_requests, offered_node_types
+
+    check_requests("train", {"training worker": worker_resources(cfg, session.use_gpu(cfg.use_gpu))},
+                   offered_node_types())  # fmt: skip
+
+
+def _export_fold(result, fold_dir: str) -> dict:
+    """Best weights → fold_dir/best/model.pt; per-epoch metrics (restarts deduplicated) → CSV."""
+    if result.checkpoint is None:
+        raise RuntimeError(f"training of {storage.name(fold_dir)} reported no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        storage.write_bytes(Fold(fold_dir).best_model, (Path(d) / BEST_MODEL).read_bytes())
+    rows = [json.loads(line) for line in storage.read_text(Fold(fold_dir).metrics_jsonl).splitlines()]
+    metrics = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    storage.write_text(Fold(fold_dir).metrics_csv, metrics.to_csv(index=False))
+    best = metrics.loc[metrics.val_map.idxmax()].to_dict()
+    storage.write_text(Fold(fold_dir).best_metrics, json.dumps(best, indent=2))
+    return best
+
+
+def caches_crops(cfg: TrainConfig, cells_dir: str) -> bool:
+    """Cache when asked, or (auto) when every crop fits in a quarter of the object store: then
+    the per-epoch listing and reading of the Parquet (seconds per epoch) happens once."""
+    if cfg.cache_data != "auto":
+        return bool(cfg.cache_data)
+    return crops_bytes(cells_dir) <= session.cluster_resources().get("object_store_memory", 0) / 4
+
+
+def settle_cache(cfg: TrainConfig, cells_dir: str) -> TrainConfig:
+    """cfg with `cache_data: auto` decided once, here: trainings started later (Tune trials)
+    must not decide otherwise than the concurrency was chosen for (`concurrent_trials`)."""
+    return cfg.model_copy(update={"cache_data": caches_crops(cfg, storage.absolute(cells_dir))})
+
+
+def concurrent_trials(cfg: TrainConfig, n_folds: int, cached: bool) -> int:
+    """Trainings (folds, or search trials) that fit at once, at most n_folds, with one CPU
+    kept for Ray Data's tasks: while crops stream from Parquet (`cached` false), every epoch's
+    reads need it (without it the workers hold every CPU and the data never arrives: a silent
+    hang). Cached crops need tasks only while a training loads them, before its workers start;
+    while one loads, the others hold at most (fit - 1) workers' CPUs, so the kept CPU is free
+    for it, and the last one to start may take that CPU too (where its workers fit in it).
+    `cached` must be what the trainings will do: see `settle_cache`."""
+    resources = session.cluster_resources()
+    cpus, per_fold_cpu = resources.get("CPU", 1), cfg.num_workers * cfg.cpus_per_worker
+    fit = int((cpus - 1) // per_fold_cpu)
+    if cached:  # one more only where its workers fit beside the others'
+        fit = min(fit + 1, int(cpus // per_fold_cpu))
+    if session.use_gpu(cfg.use_gpu):
+        fit = min(fit, int(resources.get("GPU", 0) // (cfg.num_workers * cfg.gpus_per_worker)))
+    return max(1, min(n_folds, fit))
+
+
+def _fold_trial(config: dict) -> None:
+    """One Ray Tune trial = one fold's TorchTrainer, reporting to Tune (function trainable:
+    Ray Train V2 refuses a Trainer passed to Tuner directly)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = TrainConfig.model_validate(config["train"])
+    fit_fold(config["cells"], config["folds"], config["fold"], config["run_dir"], cfg, (TuneReportCallback(),))
+
+
+def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfig) -> pd.DataFrame:
+    """All `folds` in parallel, one Ray Tune trial each; returns each fold's best metrics."""
+
+    check_cells(storage.absolute(cells_dir))
+    session.init_ray()
+    run_dir = storage.absolute(run_dir)
+    with owned_by_this_run(run_dir):
+        return _tune_folds(cells_dir, folds_csv, folds, run_dir, cfg)
+
+
+def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: TrainConfig) -> pd.DataFrame:
+    from ray import tune
+
+    check_resources(cfg)
+    cfg = settle_cache(cfg, cells_dir)
+    param_space = {"fold": tune.grid_search(folds), "train": cfg.model_dump(), "cells": storage.absolute(cells_dir),
+                   "folds": storage.absolute(folds_csv), "run_dir": run_dir}  # fmt: skip
+    # The trial's driver holds no CPU (its workers do): on a small machine a 1-CPU driver per
+    # trial leaves the workers waiting forever; {"CPU": 0} alone is refused by Tune.
+    trainable = tune.with_resources(_fold_trial, {"CPU": 0, "memory": 1})
+    at_once = concurrent_trials(cfg, len(folds), cached=cfg.cache_data)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=at_once),
+        run_config=tune.RunConfig(
+            name=f"{storage.name(run_dir)}-folds",
+            storage_path=cfg.storage_path or TrainingRun(run_dir).ray_results,
+            verbose=console.tune_verbosity(),
+            callbacks=[*console.tune_callbacks("fold", cfg.epochs), session.tensorboard_scalars()],
+        ),
+    )
+    grid = tuner.fit()
+    errors = [r.error for r in grid if r.error]
+    if errors:
+        raise RuntimeError(f"{len(errors)} fold(s) failed: {errors[0]}")
+    run = TrainingRun(run_dir)
+    rows = [json.loads(storage.read_text(run.fold(k).best_metrics)) | {"fold": k} for k in folds]
+    return pd.DataFrame(rows)
+
+
+def _write_run_config(fold_dir: str, cfg: TrainConfig, cells_dir: str) -> None:
+    """fold_dir/config.yaml (how to rebuild the model) and, once per run, a copy of the cells'
+    segment_config.yaml (predict segments test images the way the training cells were made).
+    A fold that was started with another config is refused: resuming it would mix the two."""
+    path = Fold(fold_dir).config
+    if storage.exists(path) and load_config(TrainConfig, path) != cfg:
+        raise ConfigError(f"{fold_dir} was trained with another config ({path}); "
+                          "rerun with that config to resume it, or use a new --run-dir")  # fmt: skip
+    write_resolved(cfg, path)
+    storage.copy_file(SegmentOutput.of_cells(cells_dir).config, TrainingRun(storage.parent(fold_dir)).segment_config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.StageParser("hpa_ray.train", __doc__)
+    parser.flag("--cells", required=True)
+    parser.flag("--folds", required=True)
+    parser.add_argument("--fold", default="all", help="a fold number, or all (parallel, via Ray Tune)")
+    parser.flag(
+        "--out",
+        required=True,
+        output="dir",
+        old=("--run-dir",),
+        help="the run directory: fold-K/, config.yaml (local or URI)",
+    )
+    parser.config("conf/train.yaml", "epochs=5")
+    args = parser.parse(argv)
+    console.setup(console.log_file_for(args.out, "train"), args.verbose)
+    return cli.guarded(lambda: _train_cli(args), also=(ValueError,))
+
+
+def _train_cli(args) -> int:
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    folds = sorted(set(read_folds(args.folds).fold)) if args.fold == "all" else [int(args.fold)]
+    run_dir = args.out
+    storage.makedirs(run_dir)
+    with owned_by_this_run(run_dir):
+        write_resolved(cfg, TrainingRun(run_dir).config)
+        if len(folds) == 1:
+            metrics = TrainingRun(run_dir).fold(folds[0]).metrics_jsonl
+            print(f"train fold {folds[0]}: {cfg.epochs} epochs of {cfg.model}; per-epoch metrics → {metrics}")
+            table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
+        else:
+            table = train_folds(args.cells, args.folds, folds, run_dir, cfg)
+    print(table[["fold", "epoch", "train_loss", "val_loss", "val_map"]].to_string(index=False))
+    print(f"train: {len(folds)} fold(s), mean best val_map {table.val_map.mean():.4f} → {run_dir}")
+    return 0
