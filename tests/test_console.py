@@ -19,6 +19,25 @@ def test_progress_prints_rate_and_eta_only_when_the_count_moves(capsys):
     assert len(lines) == 1, "one line per change of the count"
 
 
+def test_progress_on_a_terminal_is_a_live_bar(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", screen)  # tqdm writes to stderr
+    done = [0]
+    with console.Progress("segment", 10, lambda: done[0], every=0.05):
+        done[0] = 4
+        time.sleep(0.3)
+    frames = screen.getvalue().split("\r")
+    assert any("segment: 4/10 images |" in frame and "ETA" in frame for frame in frames)
+
+
 def test_quiet_only_for_a_cli_that_asked_and_verbose_wins(tmp_path, monkeypatch):
     monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
     monkeypatch.setattr(console, "_LOG_FILE", [])

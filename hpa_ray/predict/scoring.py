@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpa_ray.core.metrics import max_by_image
 from hpa_ray.core.schema import NEGATIVE
 from hpa_ray.predict.config import PredictConfig
 
 
 def image_from_cells(cell: np.ndarray, image_of: np.ndarray | None) -> np.ndarray:
-    """Cell models have no image head: an image's probability of a class is its most confident
-    cell's. (N, 19) → (N, 19), each cell's row its image's."""
-    groups = np.zeros(len(cell), int) if image_of is None else np.unique(image_of, return_inverse=True)[1]
-    image = np.zeros((groups.max() + 1 if len(groups) else 0, cell.shape[1]), cell.dtype)
-    np.maximum.at(image, groups, cell)
-    return image[groups]
+    """(N, 19) → (N, 19), each cell's row its image's (`max_by_image`: its most confident cell)."""
+    image, rows = max_by_image(cell, image_of)
+    return image[rows]
 
 
 def fuse(cell: np.ndarray, image: np.ndarray | None, fusion: str, image_weight: float,

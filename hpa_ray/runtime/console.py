@@ -165,36 +165,57 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """While a step runs, a line every `every` seconds from a thread, when the count moved:
-    `segment: 48/96 images  3.1/s  ETA 15s`. `count()` says how many are done so far."""
+    """A long step's progress with rate and ETA (tqdm's), polled from `count()` (how many are done
+    so far: the step's work runs in Ray, not in a loop here) every `every` seconds by a thread.
+
+    On a terminal: tqdm's live bar. Elsewhere (a log, `ray job logs`, CI) a bar's carriage
+    returns would pile up, so one plain line each time the count moved, through tqdm's own
+    formatter: `  segment: 48/96 images  3.10 images/s  ETA 00:15`."""
+
+    LINE = "  {desc}: {n_fmt}/{total_fmt}{unit}  {rate_fmt}  ETA {remaining}"
+    BAR = "  {desc}: {n_fmt}/{total_fmt}{unit} |{bar}| {rate_fmt}  ETA {remaining}"
 
     def __init__(self, what: str, total: int, count, unit: str = "images", every: float = 10.0):
         import threading
 
-        self.what, self.total, self.count, self.unit, self.every = what, total, count, unit, every
+        self.what, self.total, self.count, self.unit, self.every = what, total, count, f" {unit}", every
         self._stop, self._thread = threading.Event(), threading.Thread(target=self._run, daemon=True)
+        self._bar = None
 
     def __enter__(self):
+        from tqdm import tqdm
+
         self.start = time.perf_counter()
+        if sys.stdout.isatty():
+            self._bar = tqdm(total=self.total, desc=self.what, unit=self.unit, bar_format=self.BAR, leave=False)
+            self.every = min(self.every, 1.0)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=self.every)
+        if self._bar is not None:
+            self._bar.close()
 
     def _run(self) -> None:
+        from tqdm import tqdm
+
         last = 0
         while not self._stop.wait(self.every):
             try:
                 done = self.count()
             except Exception:  # noqa: BLE001 - a progress line is never worth failing the step
                 continue
-            if done != last and done < self.total:
-                rate = done / (time.perf_counter() - self.start)
-                eta = duration((self.total - done) / rate) if rate else "?"
-                print(f"  {self.what}: {done}/{self.total} {self.unit}  {rate:.2f}/s  ETA {eta}", flush=True)
-                last = done
+            if done == last or done >= self.total:
+                continue
+            if self._bar is not None:
+                self._bar.update(done - self._bar.n)
+                self._bar.refresh()  # polled seldom: show each change at once
+            else:
+                print(tqdm.format_meter(done, self.total, time.perf_counter() - self.start, prefix=self.what,
+                                        unit=self.unit, bar_format=self.LINE), flush=True)  # fmt: skip
+            last = done
 
 
 def tune_callbacks(label_key: str | None, total_epochs: int) -> list:

@@ -13,7 +13,7 @@ from functools import partial
 
 import numpy as np
 
-from hpa_ray.core.metrics import per_class_ap
+from hpa_ray.core.metrics import max_by_image, mean_ap, per_class_ap
 from hpa_ray.core.schema import NUM_CLASSES
 from hpa_ray.train.bags import collate_bags
 from hpa_ray.train.config import TrainConfig
@@ -133,14 +133,12 @@ def build_method(cfg: TrainConfig, device, mean, std, channels_last: bool):
 
 
 def _image_level(out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Cell models: an image's prediction is the max over its cells."""
+    """→ (image scores, image labels): the image head's, or (cell models) the max over each image's cells."""
     if "image" in out:
         return out["image"], out["image_labels"]
-    images, inverse = np.unique(out["image_of"], return_inverse=True)
-    scores = np.zeros((len(images), out["cell"].shape[1]), np.float32)
+    scores, rows = max_by_image(out["cell"].astype(np.float32), out["image_of"])
     labels = np.zeros_like(scores)
-    np.maximum.at(scores, inverse, out["cell"])
-    labels[inverse] = out["cell_labels"]
+    labels[rows] = out["cell_labels"]
     return scores, labels
 
 
@@ -150,10 +148,7 @@ def validation_metrics(out: dict[str, np.ndarray], selects: str) -> dict[str, fl
     cell_ap = per_class_ap(out["cell_labels"], out["cell"])
     image_ap = per_class_ap(*_image_level(out)[::-1])
 
-    def mean(ap):
-        return float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
-
     chosen = image_ap if selects == "image" else cell_ap
     return {"val_loss": float(np.mean(out["loss"])) if len(out["loss"]) else float("nan"),
-            "val_map": mean(chosen), "val_cell_map": mean(cell_ap), "val_image_map": mean(image_ap),
+            "val_map": mean_ap(chosen), "val_cell_map": mean_ap(cell_ap), "val_image_map": mean_ap(image_ap),
             **{f"ap_{c}": float(v) for c, v in enumerate(chosen)}}  # fmt: skip
