@@ -8,7 +8,9 @@ import shutil
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 
+from hpa_ray.core.images import InputError
 from hpa_ray.evaluate.score import evaluate_files
 from hpa_ray.predict.config import PredictConfig
 from hpa_ray.predict.run import Ensemble, load_run, main, run_predict
@@ -81,6 +83,26 @@ def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, syn
     assert all(sub.loc[i, "PredictionString"] for i in good)
     listed = pd.read_csv(tmp_path / "s.failed.csv").set_index("ID")  # every failure, beside the submission
     assert sorted(listed.index) == sorted([broken, "absent-image"]) and "cannot decode" in listed.loc[broken, "error"]
+
+
+def test_no_image_to_run_still_writes_its_rows_and_ids_matching_no_image_are_refused(synth_set, run_dir, tmp_path):
+    """Every image broken: no Ray run, the submission still has its (empty) row. An IDs file none
+    of whose IDs is in the directory: the wrong directory or file, said at once (both once crashed
+    with a KeyError)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    image_id = sorted(pd.read_csv(synth_set / "labels.csv").ID)[0]
+    for c in ("red", "green", "blue", "yellow"):
+        shutil.copy(synth_set / "images" / f"{image_id}_{c}.png", images)
+    (images / f"{image_id}_green.png").write_bytes(b"\x89PNG truncated")
+    result = run_predict(images, run_dir, tmp_path / "s.csv", PredictConfig())
+    assert list(result.failed.ID) == [image_id]
+    assert read_submission(tmp_path / "s.csv").PredictionString.tolist() == [""]
+    pd.DataFrame({"ID": ["test-a", "test-b"]}).to_csv(tmp_path / "ids.csv", index=False)
+    with pytest.raises(InputError, match=r"none of the 2 IDs in .*ids.csv has image files in .*images, which holds 1"):
+        run_predict(images, run_dir, tmp_path / "t.csv", PredictConfig(), tmp_path / "ids.csv")
+    assert not (tmp_path / "t.csv").exists()
+
 
 
 def test_gpu_actor_gives_what_the_cpu_task_gives(ray_local, synth_set, run_dir):

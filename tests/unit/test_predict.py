@@ -4,7 +4,6 @@ errors, the failures file, the submission checker's CLI."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -16,7 +15,6 @@ from hpa_ray.core.config import ConfigError, load_config, write_resolved
 from hpa_ray.core.images import InputError
 from hpa_ray.predict.config import PredictConfig
 from hpa_ray.predict.run import Ensemble, load_run, main, run_predict
-from hpa_ray.predict.submission import read_submission
 from hpa_ray.train.config import TrainConfig
 from hpa_ray.train.model import ModelError
 from tests.helpers import RUN_CROP as CROP
@@ -40,25 +38,6 @@ def test_ensemble_means_models_and_flips(run_dir):
     flipped = [Ensemble(json.dumps({"paths": list(run.paths), "train": run.train.model_dump()}), tta=False)(
         np.ascontiguousarray(c)) for c in (crops, crops[..., ::-1], crops[..., ::-1, :])]  # fmt: skip
     assert not np.allclose(tta, plain) and np.allclose(tta, np.mean(flipped, axis=0), atol=1e-5)
-
-
-def test_no_image_to_run_still_writes_its_rows_and_ids_matching_no_image_are_refused(synth_set, run_dir, tmp_path):
-    """Every image broken: no Ray run, the submission still has its (empty) row. An IDs file none
-    of whose IDs is in the directory: the wrong directory or file, said at once (both once crashed
-    with a KeyError)."""
-    images = tmp_path / "images"
-    images.mkdir()
-    image_id = sorted(pd.read_csv(synth_set / "labels.csv").ID)[0]
-    for c in ("red", "green", "blue", "yellow"):
-        shutil.copy(synth_set / "images" / f"{image_id}_{c}.png", images)
-    (images / f"{image_id}_green.png").write_bytes(b"\x89PNG truncated")
-    result = run_predict(images, run_dir, tmp_path / "s.csv", PredictConfig())
-    assert list(result.failed.ID) == [image_id]
-    assert read_submission(tmp_path / "s.csv").PredictionString.tolist() == [""]
-    pd.DataFrame({"ID": ["test-a", "test-b"]}).to_csv(tmp_path / "ids.csv", index=False)
-    with pytest.raises(InputError, match=r"none of the 2 IDs in .*ids.csv has image files in .*images, which holds 1"):
-        run_predict(images, run_dir, tmp_path / "t.csv", PredictConfig(), tmp_path / "ids.csv")
-    assert not (tmp_path / "t.csv").exists()
 
 
 def test_the_failures_file_goes_when_a_run_has_none(tmp_path):
