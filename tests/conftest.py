@@ -92,13 +92,18 @@ TIERS = ("unit", "stages", "e2e")  # tests/<tier>/: the marker of every test the
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
     """Each test is marked with its tier (`unit`, `stages` or `e2e`: the directory it is in under
-    tests/). `gpu` tests run only where CUDA is available (the device machine), else they skip."""
+    tests/), and the tiers run in that order: the quick ones first, and the unit tier before any
+    test has started a Ray. `gpu` tests run only where CUDA is available (the device machine), else
+    they skip."""
     tests_dir = Path(__file__).resolve().parent
+    order = {}
     for item in items:
         path = Path(item.path).resolve()
         tier = path.relative_to(tests_dir).parts[0] if path.is_relative_to(tests_dir) else None
         if tier in TIERS:
             item.add_marker(tier)
+        order[item.nodeid] = TIERS.index(tier) if tier in TIERS else len(TIERS)
+    items.sort(key=lambda item: order[item.nodeid])  # stable: each module's tests stay together, in order
     try:
         import torch
 
