@@ -1,10 +1,11 @@
-"""Shared fixtures: the real HPA material beside the project, small synthetic sets, one Ray."""
+"""Fixtures of more than one tier: the real HPA material beside the project, a small synthetic set,
+a local S3, a run of fold models; and the tier markers (tests/unit, tests/stages, tests/e2e).
+Each tier's own fixtures are in its conftest.py."""
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HPA_RAY_SHARED_DATA", ROOT.parent / "shared" / "data"))
 _SHARED_NEEDS = ("train.csv", "sample_submission.csv", "hpa-real/images", "hpa-real/masks")
 HPA_REAL = SHARED_DATA / "hpa-real"
+BUCKET = "hpa-test"  # the bucket of s3_env's local S3
 
 
 def real_image_ids() -> list[str]:
@@ -35,29 +37,6 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One embedded Ray for the whole test session (starting one costs seconds)."""
-    import ray
-
-    from hpa_ray.runtime import session as _ray
-
-    _ray.init_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def quick_demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """`python -m hpa_ray demo --quick` run once (minutes on 2 cores): the finished process and
-    its output directory, for the tests of the command and of what reads its outputs."""
-    from tests.helpers import run_group
-
-    out = tmp_path_factory.mktemp("quick_demo") / "demo"
-    command = [sys.executable, "-m", "hpa_ray", "demo", "--quick", "--out", str(out)]
-    return run_group(command, timeout=1500, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}), out
-
-
-@pytest.fixture(scope="session")
 def synth_set(tmp_path_factory) -> Path:
     """Six labelled 1024² synthetic images (about 30 cells) with truth."""
     from hpa_ray.synth.config import SynthConfig
@@ -66,8 +45,65 @@ def synth_set(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("synth"), n_images=6, seed=7, cfg=SynthConfig(size=1024))
 
 
+@pytest.fixture(scope="module")
+def s3_env():
+    """A local S3 server (moto's) with one bucket; its settings in os.environ for the module's tests."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from hpa_ray.core import storage
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    storage._filesystem.cache_clear()
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield env
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    storage._filesystem.cache_clear()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run as `train` leaves it (tests.helpers._make_run), one per test module."""
+    from tests.helpers import _make_run
+
+    return _make_run(tmp_path_factory.mktemp("run"))
+
+
+TIERS = ("unit", "stages", "e2e")  # tests/<tier>/: the marker of every test there
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run only where CUDA is available (the device machine), else they skip."""
+    """Each test is marked with its tier (`unit`, `stages` or `e2e`: the directory it is in under
+    tests/), and the tiers run in that order: the quick ones first, and the unit tier before any
+    test has started a Ray. `gpu` tests run only where CUDA is available (the device machine), else
+    they skip."""
+    tests_dir = Path(__file__).resolve().parent
+    order = {}
+    for item in items:
+        path = Path(item.path).resolve()
+        tier = path.relative_to(tests_dir).parts[0] if path.is_relative_to(tests_dir) else None
+        if tier in TIERS:
+            item.add_marker(tier)
+        order[item.nodeid] = TIERS.index(tier) if tier in TIERS else len(TIERS)
+    items.sort(key=lambda item: order[item.nodeid])  # stable: each module's tests stay together, in order
     try:
         import torch
 

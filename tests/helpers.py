@@ -1,4 +1,5 @@
-"""Test helpers: cell matching at the task's IoU threshold; a page as headless Chromium renders it."""
+"""Test helpers of more than one tier: process groups, a worker killed mid-training, a run of fold
+models, a page as headless Chromium renders it, label images from RLE masks."""
 
 from __future__ import annotations
 
@@ -94,3 +95,40 @@ def labels_from_rles(rows, height: int, width: int) -> np.ndarray:
     for cell_id, rle in rows:
         out[decode_mask(rle, height, width) > 0] = cell_id
     return out
+
+
+RUN_CROP = 32  # the crop size a run of _make_run segments at
+
+
+def _make_run(run_dir, folds=2, image_size=None, method="cell"):
+    """A run as `train` leaves it: fold-K/best/model.pt + fold-K/config.yaml + segment_config.yaml
+    (weights: the tiny model's random initialisation, one seed per fold)."""
+    import torch
+
+    from hpa_ray.core.config import write_resolved
+    from hpa_ray.segment.config import SegmentConfig
+    from hpa_ray.train.config import TrainConfig
+    from hpa_ray.train.model import build_model
+
+    for k in range(folds):
+        cfg = TrainConfig(model="tiny", seed=k, image_size=image_size, method=method)
+        torch.manual_seed(k)
+        (run_dir / f"fold-{k}" / "best").mkdir(parents=True)
+        torch.save(build_model(cfg).state_dict(), run_dir / f"fold-{k}" / "best" / "model.pt")
+        write_resolved(cfg, run_dir / f"fold-{k}" / "config.yaml")
+    write_resolved(SegmentConfig(crop_size=RUN_CROP), run_dir / "segment_config.yaml")
+    return run_dir
+
+
+# The report's figures → (width, height) in pixels: figsize × DPI of report_figures
+REPORT_SIZES = {
+    "labels_per_class.png": (900, 600),
+    "labels_cooccurrence.png": (900, 800),
+    "labels_per_image.png": (600, 400),
+    "cells_per_image.png": (600, 400),
+    "outlines_0.png": (500, 500),
+    "folds_positives.png": (1000, 500),
+    "training_curves.png": (1100, 400),
+    "training_class_ap.png": (900, 700),
+    "evaluation_ap.png": (900, 700),
+}

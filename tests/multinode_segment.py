@@ -1,6 +1,6 @@
 """Segmentation on a simulated 3-node cluster, one worker node removed mid-run.
 
-Run by tests/test_multinode.py in a process of its own (a process joins one Ray cluster):
+Run by tests/e2e/test_multinode.py in a process of its own (a process joins one Ray cluster):
     python tests/multinode_segment.py IMAGES LABELS OUT REPORT_JSON
 Writes REPORT_JSON: the nodes that cut cells and whether a node was removed while images were
 still left (stdout carries the cluster's own logs).

@@ -1,6 +1,6 @@
 """A fold trained on a simulated 3-node cluster whose Ray Train worker is killed at epoch 2.
 
-Run by tests/test_multinode.py in a process of its own:
+Run by tests/e2e/test_multinode.py in a process of its own:
     python tests/multinode_train.py CELLS_DIR FOLDS_CSV RUN_DIR
 """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UTILISATION = ("gpu_util_mean", "gpu_util_max", "gpu_mem_max_mib", "cpu_util_mean")
 FIELDS = {
     "pytest_gpu": ("summary", "cuda"),

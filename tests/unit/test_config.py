@@ -11,7 +11,7 @@ from hpa_ray.synth.config import SynthConfig
 from hpa_ray.train.config import TrainConfig
 from hpa_ray.tune.config import TuneConfig
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 # Every file in conf/ and the config class it configures.
 CONF_CLASSES = {
     "folds.yaml": FoldsConfig,

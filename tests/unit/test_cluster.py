@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster.yaml"
+CLUSTER = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
 
 def _validate(cfg: dict) -> dict:

@@ -1,4 +1,6 @@
-"""Ray Tune search (Optuna + ASHA) through the same Ray Train code, on CPU."""
+"""Ray Tune search (Optuna + ASHA) through the same Ray Train code, on CPU.
+
+The cells: tests/stages/conftest.py's `cells`."""
 
 from __future__ import annotations
 
@@ -15,19 +17,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_ray.core.config import ConfigError, load_config
+from hpa_ray.core.config import load_config
 from hpa_ray.runtime.session import free_port
 from hpa_ray.train.config import TrainConfig
 from hpa_ray.tune.config import TuneConfig
-from hpa_ray.tune.search import EXIT_INTERRUPTED, run_search, search_space
+from hpa_ray.tune.search import EXIT_INTERRUPTED, run_search
 from tests.helpers import chromium_dom, chromium_screenshot, loaded_images, process_group, run_group
-from tests.test_train import cells  # noqa: F401 - the module fixture of synthetic cells
 
 SPACE = "search_space={lr: {type: loguniform, low: 0.0003, high: 0.01}, epochs: {type: choice, values: [4]}}"
 BASE = ["train.model=tiny", "train.cpus_per_worker=0.5", "train.batch_size=32", "asha.grace_period=1", SPACE]
 
 
-def test_asha_stops_weak_trials_and_best_config_loads_in_train(cells, tmp_path):  # noqa: F811
+def test_asha_stops_weak_trials_and_best_config_loads_in_train(cells, tmp_path):
     cfg = load_config(TuneConfig, None, [*BASE, "num_samples=4", "max_concurrent_trials=2"])
     table = run_search(cells["cells"], cells["folds"], tmp_path / "search", cfg)
     assert len(table) == 4 and (table.error == "").all()
@@ -83,27 +84,6 @@ def _dashboard_shows_the_study(run_dir, table, tmp_path):
     assert shot.std() > 10 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 50, "a blank page"
 
 
-def test_asha_stops_a_trial_below_its_rung_cutoff():
-    """The scheduler the search uses, fed fixed results: the first trial at a rung goes on, a
-    later one below the rung's cutoff (median, reduction factor 2) stops, one above goes on."""
-    from types import SimpleNamespace
-
-    from ray.tune.schedulers import TrialScheduler
-
-    from hpa_ray.tune.search import METRIC, MODE, asha_scheduler
-
-    cfg = load_config(TuneConfig, None, [*BASE, "asha.grace_period=1", "asha.reduction_factor=2"])
-    scheduler = asha_scheduler(cfg)
-    scheduler.set_search_properties(METRIC, MODE)
-    trials = [SimpleNamespace(trial_id=name) for name in ("first", "weak", "strong")]
-    for trial in trials:
-        scheduler.on_trial_add(None, trial)
-    decide = lambda trial, value: scheduler.on_trial_result(None, trial, {"training_iteration": 1, METRIC: value})  # noqa: E731
-    assert decide(trials[0], 0.5) == TrialScheduler.CONTINUE
-    assert decide(trials[1], 0.2) == TrialScheduler.STOP
-    assert decide(trials[2], 0.9) == TrialScheduler.CONTINUE
-
-
 def _search_report_shows_every_trial(run_dir, table: pd.DataFrame, tmp_path) -> None:
     from hpa_ray.report.build import main as report
 
@@ -156,14 +136,7 @@ def _session_groups(port: int, timeout: float = 90) -> list[dict]:
         time.sleep(1)
 
 
-def test_search_space_errors():
-    with pytest.raises(ConfigError, match="not TrainConfig keys"):
-        search_space(load_config(TuneConfig, None, ["search_space={lrate: {type: choice, values: [1]}}"]))
-    with pytest.raises(ConfigError, match="low < high"):
-        search_space(load_config(TuneConfig, None, ["search_space={lr: {type: loguniform, low: 1, high: 0.1}}"]))
-
-
-def test_interrupted_search_resumes(cells, tmp_path):  # noqa: F811
+def test_interrupted_search_resumes(cells, tmp_path):
     run_dir = tmp_path / "search"
     args = [sys.executable, "-m", "hpa_ray.tune", "--cells", str(cells["cells"]), "--folds", str(cells["folds"]),
             "--out", str(run_dir), *BASE, "num_samples=2", "max_concurrent_trials=1"]  # fmt: skip
@@ -204,23 +177,3 @@ def _first_reported_trial(url: str, timeout: float = 60):
                     return reported[0]
         time.sleep(0.5)
     raise AssertionError(f"no trial reported to the study {url} within {timeout} s")
-
-
-def test_seeded_sampler_states_its_settings_and_repeats():
-    import optuna
-
-    from hpa_ray.tune.search import _sampler
-
-    def proposals(seed: int) -> list[float]:
-        study = optuna.create_study(direction="maximize", sampler=_sampler(seed))
-        values = []
-        for _ in range(12):  # past the random start-up trials, into TPE proper
-            trial = study.ask()
-            values.append(trial.suggest_float("lr", 1e-4, 1e-2, log=True))
-            study.tell(trial, -abs(np.log10(values[-1]) + 2.5))
-        return values
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    assert proposals(3) == proposals(3) and proposals(3) != proposals(4)
-    sampler = _sampler(3)
-    assert sampler._multivariate is True and sampler._constant_liar is True  # Optuna 5's defaults, stated

@@ -1,4 +1,6 @@
-"""Folds → Ray Train → Ray Tune over folds, on CPU with synthetic cells, through the real code."""
+"""Folds → Ray Train → Ray Tune over folds, on CPU with synthetic cells, through the real code.
+
+The cells: tests/stages/conftest.py's `cells`."""
 
 from __future__ import annotations
 
@@ -17,12 +19,6 @@ import pytest
 import torch
 
 from hpa_ray.core.schema import NUM_CLASSES
-from hpa_ray.folds.config import FoldsConfig
-from hpa_ray.folds.stratify import make_folds, read_label_matrix
-from hpa_ray.segment.config import SegmentConfig
-from hpa_ray.segment.stage import run_segment
-from hpa_ray.synth.config import SynthConfig
-from hpa_ray.synth.generate import generate
 from hpa_ray.train.bags import collate_bags
 from hpa_ray.train.config import TrainConfig
 from hpa_ray.train.data import (
@@ -34,25 +30,11 @@ from hpa_ray.train.data import (
     fold_datasets,
     images_spread_over_parts,
 )
-from hpa_ray.train.fit import _train_epoch, _Worker, concurrent_trials, fit_fold, main, train_folds
-from hpa_ray.train.model import ModelError, build_model
+from hpa_ray.train.fit import fit_fold, main, train_folds
+from hpa_ray.train.model import build_model
 from tests.helpers import KillWorkerOnce, process_group, run_group
 
-CROP = 64
 FAST = dict(model="tiny", batch_size=32, lr=3e-3, cpus_per_worker=0.5, patience=10)
-
-
-@pytest.fixture(scope="module")
-def cells(ray_local, tmp_path_factory):
-    """~200 labelled cells from 16 synthetic 2048² images, in 3 image-level folds."""
-    root = tmp_path_factory.mktemp("train")
-    data = generate(root / "synth", n_images=16, seed=4, cfg=SynthConfig(size=2048))
-    run_segment(data / "images", root / "seg", SegmentConfig(crop_size=CROP), data / "labels.csv")
-    ids, y = read_label_matrix(data / "labels.csv")
-    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(
-        root / "folds.csv", index=False
-    )
-    return {"cells": root / "seg" / "cells", "folds": root / "folds.csv", "root": root}
 
 
 def _chance_map(cells, fold: int) -> float:
@@ -62,29 +44,6 @@ def _chance_map(cells, fold: int) -> float:
     labels = np.stack(table[table.fold == fold].labels.values)
     prevalence = labels.mean(0)
     return float(prevalence[(prevalence > 0) & (prevalence < 1)].mean())
-
-
-def test_efficientnet_b2_forward_backward_on_cpu(tmp_path):
-    torch.manual_seed(0)
-    model = build_model(TrainConfig())
-    x = torch.randn(2, 4, 64, 64)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), torch.zeros(2, 19))
-    loss.backward()
-    assert model(x).shape == (2, 19)
-    stem = model.backbone[0]._conv_stem.weight
-    assert stem.shape[1] == 4 and stem.grad.abs().sum() > 0
-    # ImageNet weights from a local file of efficientnet-pytorch's contract (3 channels, 1000 classes).
-    from efficientnet_pytorch import EfficientNet
-
-    imagenet = EfficientNet.from_name("efficientnet-b2").state_dict()
-    torch.save(imagenet, tmp_path / "b2.pth")
-    loaded = build_model(TrainConfig(pretrained=str(tmp_path / "b2.pth")))
-    net = loaded.backbone[0]
-    stem = net._conv_stem.weight
-    assert torch.equal(stem[:, :3], imagenet["_conv_stem.weight"]) and torch.equal(stem[:, 3], stem[:, 0])
-    assert torch.equal(net._blocks[3]._depthwise_conv.weight, imagenet["_blocks.3._depthwise_conv.weight"])
-    with pytest.raises(ModelError, match="do not exist"):
-        build_model(TrainConfig(pretrained=str(tmp_path / "missing.pth")))
 
 
 def test_one_fold_learns_and_writes_its_outputs(cells, tmp_path):
@@ -104,48 +63,6 @@ def test_one_fold_learns_and_writes_its_outputs(cells, tmp_path):
     model = build_model(cfg)
     model.load_state_dict(state)
     assert any(p.name.startswith("events.out.tfevents") for p in (fold_dir / "tensorboard").iterdir())
-
-
-class _SlowInput:
-    """A training method whose batches each take `delay` s to arrive (a slow reader)."""
-
-    def __init__(self, n: int, delay: float):
-        self.n, self.delay = n, delay
-
-    def batches(self, shard, train, seed):
-        for _ in range(self.n):
-            time.sleep(self.delay)
-            yield torch.ones(4, 3)
-
-    def loss(self, model, batch):
-        return model(batch).pow(2).mean()
-
-    def items(self, batch):
-        return len(batch)
-
-
-def test_an_epoch_reports_the_time_spent_waiting_for_input():
-    model = torch.nn.Linear(3, 2)
-    worker = _Worker(TrainConfig(), "", 0, 1, torch.device("cpu"), False, model, model, _SlowInput(5, 0.05),
-                     torch.optim.SGD(model.parameters(), lr=0.1), None)  # fmt: skip
-    stats = _train_epoch(worker, None, epoch=0)
-    assert stats["first_batch_s"] >= 0.05 and stats["input_wait_s"] >= 5 * 0.05
-    assert stats["input_wait_s"] + stats["first_step_s"] <= stats["train_pass_s"]
-    assert stats["train_images_per_s"] == pytest.approx(20 / stats["train_pass_s"])
-    assert np.isfinite(stats["train_loss"])
-
-
-@pytest.mark.parametrize(("cpus", "workers", "cpus_per_worker", "streamed", "cached"),
-                         [(2, 1, 0.5, 2, 3), (5, 2, 1.0, 2, 2), (4, 1, 1.0, 3, 4), (1, 1, 1.0, 1, 1)])  # fmt: skip
-def test_cached_crops_let_one_more_training_start_where_its_workers_fit(monkeypatch, cpus, workers, cpus_per_worker,
-                                                                        streamed, cached):  # fmt: skip
-    # One CPU stays free for the data tasks of streamed crops; cached crops need it only while
-    # a training loads them, so the last to start may take it, but never more CPUs than there are.
-    monkeypatch.setattr("hpa_ray.runtime.session.cluster_resources", lambda: {"CPU": cpus})
-    cfg = TrainConfig(num_workers=workers, cpus_per_worker=cpus_per_worker, use_gpu=False)
-    assert concurrent_trials(cfg, 10, cached=False) == streamed
-    assert concurrent_trials(cfg, 10, cached=True) == cached
-    assert concurrent_trials(cfg, 2, cached=True) == min(2, cached)
 
 
 def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):

@@ -1,0 +1,41 @@
+"""The stages tier: tests of one or more stages on a local Ray (in this process or stage CLIs in
+subprocesses). Its fixtures: one Ray for the session, and cells segmented from synthetic images."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+CROP = 64  # the crop size of `cells`
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole test session (starting one costs seconds)."""
+    import ray
+
+    from hpa_ray.runtime import session as _ray
+
+    _ray.init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cells(ray_local, tmp_path_factory):
+    """~200 labelled cells from 16 synthetic 2048² images, in 3 image-level folds."""
+    from hpa_ray.folds.config import FoldsConfig
+    from hpa_ray.folds.stratify import make_folds, read_label_matrix
+    from hpa_ray.segment.config import SegmentConfig
+    from hpa_ray.segment.stage import run_segment
+    from hpa_ray.synth.config import SynthConfig
+    from hpa_ray.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("train")
+    data = generate(root / "synth", n_images=16, seed=4, cfg=SynthConfig(size=2048))
+    run_segment(data / "images", root / "seg", SegmentConfig(crop_size=CROP), data / "labels.csv")
+    ids, y = read_label_matrix(data / "labels.csv")
+    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(
+        root / "folds.csv", index=False
+    )
+    return {"cells": root / "seg" / "cells", "folds": root / "folds.csv", "root": root}
