@@ -1,6 +1,6 @@
 """The whole pipeline on the local autoscaling cluster, with a GPU worker lost mid-training;
 records the autoscaler's timeline (docs/results/autoscaling.json) and prints the table of
-docs/scaling.md.
+docs/lab/scaling.md.
 
     python bench/autoscaling_run.py [--out docs/results/autoscaling.json] [--work /tmp/hpa-autoscaling]
 

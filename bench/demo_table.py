@@ -1,4 +1,4 @@
-"""The demo's results over seeds as a Markdown table (docs/quality.md):
+"""The demo's results over seeds as a Markdown table (docs/lab/quality.md):
     python bench/demo_table.py OUT_BASE      (the layout bench/demo_seeds.sh writes)
 Per seed: mAP, prior-only mAP, their ratio, the six hard classes' AP, the demo's own time."""
 

@@ -8,7 +8,7 @@ failed, under its own time limit and the whole run's budget; OUT_DIR gets `gpu_c
 (every step's `status` ok|error|timeout|skipped, `seconds`, `error`, GPU and CPU utilisation
 sampled while it ran, and its `result`) and `gpu_check.log` (every step's output). Steps:
 
-1. `pytest_gpu`: `pytest -m gpu tests/test_gpu.py` (CUDA inference = CPU inference).
+1. `pytest_gpu`: `pytest -m gpu tests/unit/test_gpu.py and tests/stages/test_gpu.py` (CUDA inference = CPU inference).
 2. `segment`: `run_segment`, `hpa` backend on GPU actors over generated images, stand-in U-Nets
    as costly as HPA's (timm's DPN-92 encoder where timm imports, else the small stand-in),
    loaded through the same pickle path; the stage's images/s beside the actor's bare `infer` and
@@ -92,8 +92,9 @@ def _cuda() -> bool:
 
 
 def step_pytest_gpu(size: Size, work: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                          "tests/test_gpu.py"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    tests = ["tests/unit/test_gpu.py", "tests/stages/test_gpu.py"]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *tests],
+                         cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     print(out.stdout[-5000:], out.stderr[-5000:])
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     if out.returncode not in (0, 5):  # 5: nothing collected

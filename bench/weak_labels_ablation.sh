@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ablation of docs/quality.md: for each seed and label setting, the demo's data (2048², crops
+# The ablation of docs/lab/quality.md: for each seed and label setting, the demo's data (2048², crops
 # 128²), then cell / oracle / bag / bag_oracle trainings, each scored under predict's rules.
 #   bash bench/weak_labels_ablation.sh OUT_DIR [SEED ...]        (default seeds: 101 202 303)
 # Then: python bench/weak_labels_table.py OUT_DIR/*.json > table.md

@@ -1,5 +1,5 @@
 """Summarise `bench/weak_labels.py` JSON results: mean ± sd over data seeds, one row per
-(setting, variant, scoring), as the Markdown table of docs/quality.md.
+(setting, variant, scoring), as the Markdown table of docs/lab/quality.md.
 
     python bench/weak_labels_table.py RESULTS.json [...] [--ablation]
 """
@@ -32,7 +32,7 @@ def _fmt(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
-# The ablation of docs/quality.md: (row label, variant, scoring); the oracle column is the same
+# The ablation of docs/lab/quality.md: (row label, variant, scoring); the oracle column is the same
 # scoring of the variant's oracle (cell → oracle, bag → bag_oracle).
 ABLATION = (
     ("cell", "cell", "fusion=cell"),
@@ -66,7 +66,7 @@ def ablation_table(rows: dict[tuple, list[dict]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+")
-    parser.add_argument("--ablation", action="store_true", help="only docs/quality.md's rows, with the oracles")
+    parser.add_argument("--ablation", action="store_true", help="only docs/lab/quality.md's rows, with the oracles")
     args = parser.parse_args()
     rows: dict[tuple, list[dict]] = defaultdict(list)
     seeds = set()

@@ -51,7 +51,7 @@ class DemoSize:
     search_epochs: int  # epochs per search trial (ASHA may stop a trial after one)
     # Learning-rate range searched (log-uniform). A 2-epoch trial favours fast starts: the
     # range stops where a full run gets worse (`small`, development seeds: lr 0.009 scored
-    # 0.04 mAP below 0.001–0.003, docs/quality.md).
+    # 0.04 mAP below 0.001–0.003, docs/lab/quality.md).
     search_lr: tuple[float, float] = (1e-3, 4e-3)
 
 
@@ -66,7 +66,7 @@ SIZES = {
 # A quick run's score says nothing of the model: said where the score is printed.
 QUICK_CAVEAT = ("--quick checks that every stage runs: {size.train_images} training images and {size.epochs} epochs "
                 "are too few to learn from,\nso this mAP may fall below the prior's (the default demo scores "
-                "0.6-0.8 against about 0.11: docs/quality.md)")  # fmt: skip
+                "0.6-0.8 against about 0.11: docs/lab/quality.md)")  # fmt: skip
 
 _START = [time.perf_counter()]
 

@@ -158,7 +158,7 @@ def bit_depth(channels: list[np.ndarray]) -> int:
     """The bits a 16-bit image's data use: its brightest pixel over all the channels given, rounded
     up to a camera's depth (8, 10, 12, 14 or 16). A 12-bit camera's image in a 16-bit file is
     scaled by 4095, not 65535, which would leave it 16 grey levels (F1 0.70 instead of 0.95 on the
-    four real images, and no cell at all from 10-bit data: docs/quality.md). One depth for all
+    four real images, and no cell at all from 10-bit data: docs/lab/quality.md). One depth for all
     four channels keeps their relative brightness; across images it follows each one's peak (a
     12-bit image whose peak is under 2048 reads 4x brighter): `input_bits` fixes it for a set."""
     peak = max((int(c.max()) for c in channels if c.size), default=0)

@@ -1,7 +1,7 @@
 """From the classifier's outputs to the confidences written per cell (predict's last step).
 
 numpy-first and small so that each rule can be switched, tested on hand-made arrays and
-measured (docs/quality.md): fusion of cell and image predictions (bag models), down-weighting
+measured (docs/lab/quality.md): fusion of cell and image predictions (bag models), down-weighting
 cells cut by the image border or much smaller than the image's typical cell, and the Negative
 class derived from the others.
 """

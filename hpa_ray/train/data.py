@@ -72,7 +72,7 @@ def prepare_batch(table: pa.Table, image_size: int | None, augment: bool,
 class CellCollate(ArrowBatchCollateFn):
     """In the training worker's prefetch thread: an Arrow batch of cells → torch tensors
     (`prepare_batch`: flips when augmenting, resize). Augmenting here instead of in a Ray Data
-    map saves each epoch a round of tasks and object-store copies (docs/benchmarks.md)."""
+    map saves each epoch a round of tasks and object-store copies (docs/lab/benchmarks.md)."""
 
     def __init__(self, image_size: int | None, augment: bool, seed: tuple[int, ...] | None = None):
         self.image_size, self.augment, self.rng = image_size, augment, np.random.default_rng(seed)

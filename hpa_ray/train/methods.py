@@ -124,7 +124,7 @@ def _int_seed(seed: tuple[int, ...] | None) -> int | None:
 
 def _shuffle(buffer: int, train: bool) -> int | None:
     """Training rows come in a random order each epoch: Ray Data keeps the files' order (an
-    image's cells together), and batches of few images train much worse (docs/quality.md)."""
+    image's cells together), and batches of few images train much worse (docs/lab/quality.md)."""
     return buffer if train and buffer > 0 else None
 
 

@@ -49,7 +49,7 @@ def test_quick_demo_end_to_end(quick_demo):
 @pytest.mark.slow
 def test_full_demo_model_beats_the_prior(tmp_path):
     """The README's main command at its default size (~8 min on 2 cores). The bar is below what
-    it scored on unseen seeds (0.70–0.80, docs/quality.md) by more than one run's spread."""
+    it scored on unseen seeds (0.70–0.80, docs/lab/quality.md) by more than one run's spread."""
     out = _run("-m", "hpa_ray", "demo", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-3000:]
     scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())

@@ -1,7 +1,7 @@
 """bench/gpu_check.py at tiny sizes on the CPU: every step runs and writes every field.
 
 Timings from a 2-core CPU mean nothing; what is checked is that the script a GPU machine runs
-in one go (bench/README.md) works and reports what docs/benchmarks.md records.
+in one go (bench/README.md) works and reports what docs/lab/benchmarks.md records.
 """
 
 from __future__ import annotations

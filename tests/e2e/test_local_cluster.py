@@ -88,7 +88,7 @@ def test_the_local_cluster_scales_gpu_workers_from_zero_replaces_a_lost_one_and_
                         "HPA_RAY_PRESETS": "conf/local-cluster"}  # fmt: skip
             killed_at = _segment_and_train_with_a_node_lost(root, tmp_path, name, env, jobs_env) - cluster["started"]
             # Idle timeout 12 s, but a training's autoscaling request may outlive it by up to 200 s
-            # (Ray Train registers it for 180 s; docs/scaling.md)
+            # (Ray Train registers it for 180 s; docs/lab/scaling.md)
             _wait_for(lambda: "active: 1 head\n  idle: none" in _cli("status", "--name", name, env=env).stdout, 330,
                       "every worker to be removed")  # fmt: skip
             timeline = json.loads(_cli("timeline", "--name", name, env=env).stdout)

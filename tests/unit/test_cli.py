@@ -83,12 +83,12 @@ def test_the_full_demo_takes_the_cards_model_where_the_cluster_has_gpus():
 @pytest.mark.parametrize(
     ("module", "args", "out", "problem"),
     [
-        ("hpa_ray.segment", ["--images", "IMG"], "FILE", "is a file; it takes a directory"),
-        ("hpa_ray.train", ["--cells", "C", "--folds", "F"], "FILE", "is a file; it takes a directory"),
-        ("hpa_ray.tune", ["--cells", "C", "--folds", "F"], "FILE/run", "cannot be made: FILE is a file"),
-        ("hpa_ray.report", [], "FILE", "is a file; it takes a directory"),
-        ("hpa_ray.predict", ["--images", "IMG", "--run-dir", "R"], "DIR", "is a directory; it takes a file's path"),
-        ("hpa_ray.folds", ["--labels", "L"], "FILE/folds.csv", "cannot be made: FILE is a file"),
+        ("hpa_ray.segment.stage", ["--images", "IMG"], "FILE", "is a file; it takes a directory"),
+        ("hpa_ray.train.fit", ["--cells", "C", "--folds", "F"], "FILE", "is a file; it takes a directory"),
+        ("hpa_ray.tune.search", ["--cells", "C", "--folds", "F"], "FILE/run", "cannot be made: FILE is a file"),
+        ("hpa_ray.report.build", [], "FILE", "is a file; it takes a directory"),
+        ("hpa_ray.predict.run", ["--images", "IMG", "--run-dir", "R"], "DIR", "is a directory; it takes a file's path"),
+        ("hpa_ray.folds.stratify", ["--labels", "L"], "FILE/folds.csv", "cannot be made: FILE is a file"),
         ("hpa_ray.demo", [], "FILE", "is a file; it takes a directory"),
     ],
 )
