@@ -224,7 +224,7 @@ def _train_rates(size: Size, work: Path, compile_model: bool, method: str = "cel
     gpu = _cuda()
     device = torch.device("cuda" if gpu else "cpu")
     note(model=size.model, method=method, batch=size.batch, crop=size.crop, cells=size.cells, compile=compile_model,
-         precision="bf16 + channels-last" if gpu else "fp32")  # fmt: skip
+         precision="bf16 + channels-last" if gpu else "fp32 + channels-last")  # fmt: skip
     cfg = TrainConfig(model=size.model, batch_size=size.batch, epochs=size.epochs, patience=size.epochs, method=method,
                       use_gpu=gpu, cpus_per_worker=4.0 if gpu else 0.5, compile=compile_model)  # fmt: skip
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """GPU training throughput: a fold trained end to end on Ray Train vs the bare model step.
 
-Both on the same GPU, same model, batch size and precision (bf16 autocast + channels-last on
-CUDA, as `train` does):
+Both on the same GPU, same model, batch size and precision (bf16 autocast on CUDA,
+channels-last on CUDA and CPU, as `train` does):
   - bare step: normalise + forward + BCE + backward + Adam step on crops already on the GPU;
   - end to end: `hpa_ray.train.fit_fold` on a cells Parquet of synthetic 4×S×S crops written
     in the project's schema (Ray Data read → fold split → flips → uint8 batches → device), its
@@ -66,10 +66,8 @@ def write_cells(out: Path, n_cells: int, size: int) -> tuple[Path, Path]:
 
 def bare_step_rate(cfg: TrainConfig, size: int, device: torch.device, steps: int = 20) -> float:
     """Images/s of the training step alone, inputs already on the device."""
-    amp = device.type == "cuda"
-    model = build_model(cfg).to(device)
-    if amp:
-        model = model.to(memory_format=torch.channels_last)
+    amp = device.type == "cuda"  # bf16 there, as fit_fold's `mixed_precision: auto`
+    model = build_model(cfg).to(device).to(memory_format=torch.channels_last)  # as fit_fold, CPU or GPU
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if cfg.compile:
         model = torch.compile(model)  # compiled in the warm-up steps, as in fit_fold's first epoch
@@ -79,9 +77,7 @@ def bare_step_rate(cfg: TrainConfig, size: int, device: torch.device, steps: int
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def step():
-        x = normalise(crops, mean, std)
-        if amp:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = normalise(crops, mean, std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model(x).float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -90,12 +86,12 @@ def bare_step_rate(cfg: TrainConfig, size: int, device: torch.device, steps: int
 
     for _ in range(5):
         step()
-    if amp:
+    if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    if amp:
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * cfg.batch_size / (time.perf_counter() - start)
 

@@ -33,7 +33,7 @@ class TrainConfig(Section):
     use_gpu: bool | Literal["auto"] = "auto"  # auto: when the cluster has GPUs
     cpus_per_worker: float = Field(1.0, gt=0)  # CPUs per Ray Train worker
     gpus_per_worker: float = Field(1.0, ge=0)  # GPUs per worker when use_gpu
-    mixed_precision: bool | Literal["auto"] = "auto"  # bf16 autocast + channels-last; auto: on CUDA
+    mixed_precision: bool | Literal["auto"] = "auto"  # bf16 backbone (fp32 heads); auto: on CUDA
     channels_last: bool | Literal["auto"] = "auto"  # channels-last memory format; auto: on (CPU and GPU: faster)
     compile: bool = False  # torch.compile the model (GPU: faster steps after a first slow one)
     threads_per_worker: int = Field(1, ge=1)  # torch CPU threads per worker (one per CPU)

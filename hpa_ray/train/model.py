@@ -30,8 +30,16 @@ class CellClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, NUM_CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 4, S, S) normalised → (B, 19) logits."""
-        return self.head(self.backbone(x))
+        """x: (B, 4, S, S) normalised → (B, 19) fp32 logits."""
+        features = self.backbone(x)
+        with full_precision(x):
+            return self.head(features.float())
+
+
+def full_precision(x: torch.Tensor):
+    """Autocast off on x's device: the heads run in fp32 under bf16 autocast. bf16 logits keep
+    8 bits of mantissa, so thousands of cells' scores tie and every AP computed from them drops."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -81,8 +89,9 @@ class BagClassifier(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, K, 4, S, S) normalised, mask (B, K) bool → cell logits (B, K, 19), image logits (B, 19)."""
         features = self.cell_features(x, mask)
-        cell_logits = self.cell_head(self.drop(features))
-        return cell_logits, self.pool(features, cell_logits, mask)
+        with full_precision(x):
+            cell_logits = self.cell_head(self.drop(features))
+            return cell_logits, self.pool(features, cell_logits, mask)
 
 
 def bag_loss(cell_logits, image_logits, mask, labels, cell_weight: float) -> torch.Tensor:
