@@ -4,7 +4,23 @@ image-level scores from cell scores."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score
+
+
+def binary_ap(labels: np.ndarray, scores: np.ndarray) -> float:
+    """(N,) 0/1 labels with at least one positive, (N,) scores → AP: the sum over the distinct
+    scores, highest first, of (recall gained) × precision there; tied scores are one threshold.
+    The same number as scikit-learn's `average_precision_score`, without importing scikit-learn
+    (0.8 s in every training worker and predict task that would). NaN when a score is not
+    finite (a diverged model): no ranking, and no best epoch made of it."""
+    if not np.isfinite(scores).all():
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    ranked, hits = np.asarray(scores, np.float64)[order], np.asarray(labels)[order] > 0
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    true_pos = np.cumsum(hits)[last_of_tie]
+    precision = true_pos / (last_of_tie + 1)
+    recall_gain = np.diff(true_pos, prepend=0) / true_pos[-1]
+    return float(np.sum(recall_gain * precision))
 
 
 def per_class_ap(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -13,7 +29,7 @@ def per_class_ap(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     for c in range(labels.shape[1]):
         positives = labels[:, c].sum()
         if 0 < positives < len(labels):
-            ap[c] = average_precision_score(labels[:, c], scores[:, c])
+            ap[c] = binary_ap(labels[:, c], scores[:, c])
     return ap
 
 
