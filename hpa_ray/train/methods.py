@@ -32,7 +32,7 @@ class CellMethod:
         cfg = self.cfg
         # Compiled: a last, smaller batch would compile the model a second time.
         # The worker's own device, not Ray's "auto" (cuda:0 wherever a GPU was assigned, even one
-        # torch cannot see: see train._device).
+        # torch cannot see: see hpa_ray.train.worker._device).
         return shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=train and cfg.compile, device=self.device,
                                         collate_fn=CellCollate(cfg.image_size, train and cfg.augment, seed),
                                         local_shuffle_buffer_size=_shuffle(cfg.shuffle_buffer, train),

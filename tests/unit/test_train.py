@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from hpa_ray.train.config import TrainConfig
-from hpa_ray.train.fit import _train_epoch, _Worker, concurrent_trials
+from hpa_ray.train.fit import concurrent_trials
 from hpa_ray.train.model import ModelError, build_model
+from hpa_ray.train.worker import _train_epoch, _Worker
 
 
 def test_efficientnet_b2_forward_backward_on_cpu(tmp_path):
@@ -76,3 +77,37 @@ def test_cached_crops_let_one_more_training_start_where_its_workers_fit(monkeypa
     assert concurrent_trials(cfg, 10, cached=False) == streamed
     assert concurrent_trials(cfg, 10, cached=True) == cached
     assert concurrent_trials(cfg, 2, cached=True) == min(2, cached)
+
+
+def test_binary_ap_is_scikit_learns_number_ties_included():
+    from sklearn.metrics import average_precision_score
+
+    from hpa_ray.core.metrics import binary_ap
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 60))
+        labels = rng.random(n) < rng.uniform(0.05, 0.9)
+        labels[rng.integers(n)] = True  # at least one positive
+        # coarse scores: many ties, as bf16 logits would give; float32 as the models give
+        scores = (np.round(rng.random(n) * rng.choice([3, 10, 1000])) / 10).astype(np.float32)
+        assert binary_ap(labels, scores) == pytest.approx(average_precision_score(labels, scores), abs=1e-12), trial
+    assert binary_ap(np.array([1, 0, 1]), np.array([0.9, 0.8, 0.7])) == pytest.approx((1 + 2 / 3) / 2)
+    assert binary_ap(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5), "a tie is one threshold"
+    assert np.isnan(binary_ap(np.array([0, 1]), np.array([np.nan, 0.5]))), "a diverged model has no AP"
+
+
+@pytest.mark.parametrize("method", ["cell", "bag"])
+def test_heads_give_fp32_logits_under_bf16_autocast(method):
+    """The backbone runs in bf16, the heads in fp32: bf16 logits tie across cells and lower AP."""
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(model="tiny", method=method, pooling="attention"))
+    x = torch.randn(3, 4, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x) if method == "cell" else model(x.unsqueeze(0), torch.ones(1, 3, dtype=torch.bool))
+        conv = model.backbone[0][0](x) if method == "cell" else None
+    for logits in out if isinstance(out, tuple) else (out,):
+        assert logits.dtype == torch.float32
+    if conv is not None:
+        assert conv.dtype == torch.bfloat16, "the backbone itself still runs in bf16"
+
