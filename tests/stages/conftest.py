@@ -21,9 +21,10 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cells(ray_local, tmp_path_factory):
-    """~200 labelled cells from 16 synthetic 2048² images, in 3 image-level folds."""
+    """~200 labelled cells from 16 synthetic 2048² images, in 3 image-level folds; made once for
+    the train and tune tests (read only: each test trains into its own tmp_path)."""
     from hpa_ray.folds.config import FoldsConfig
     from hpa_ray.folds.stratify import make_folds, read_label_matrix
     from hpa_ray.segment.config import SegmentConfig
