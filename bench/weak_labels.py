@@ -59,14 +59,13 @@ def train_cells(cfg: TrainConfig, crops, targets, rng) -> torch.nn.Module:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     y = torch.from_numpy(targets.astype(np.float32))
-    bf16 = cfg.mixed_precision is True  # `auto`: fp32 on a CPU, as training
     for _ in range(cfg.epochs):
         model.train()
         order = rng.permutation(len(crops))
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             x = _tensor(flip_batch(crops[idx], rng.random((len(idx), 3)) < 0.5), mean, std)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.mixed_precision is True):
                 logits = model(x.contiguous(memory_format=torch.channels_last)).float()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx])
             opt.zero_grad()

@@ -1,6 +1,7 @@
 """The work on one image row inside Ray Data's tasks and actors (numpy in, numpy out):
-decode → prepare the model input (`_decode`), infer (`_SegmentActor` over batches, or
-`_segment_row` fused with the rest for a CPU backend), post-process + cut the cells (`_cut`).
+decode → prepare the model input (`decode_row`), infer (`SegmentActor` over batches,
+or `segment_row` fused with the rest for a CPU backend), post-process + cut the cells
+(`cut_row`).
 A failure becomes the row's `error`; it never stops the other images. Built by
 `hpa_ray.segment.stage.build_dataset`.
 """
@@ -33,7 +34,7 @@ def _error(exc: Exception, where: str) -> str:
     return f"{where} failed: {type(exc).__name__}: {exc}{at}"
 
 
-def _decode(row: dict, cfg_json: str) -> dict:
+def decode_row(row: dict, cfg_json: str) -> dict:
     """Read the channels and prepare the model input (CPU); a failure becomes the row's error."""
     start = time.perf_counter()
     image, model_input, error = _EMPTY, _EMPTY, ""
@@ -91,7 +92,7 @@ def _device_name(backend) -> str:
     return getattr(device, "type", None) or str(device or "cpu")
 
 
-class _SegmentActor:
+class SegmentActor:
     """Holds the backend (and its models) for the life of the actor; infers whole batches."""
 
     def __init__(self, cfg_json: str):
@@ -107,9 +108,9 @@ def _worker_backend(cfg_json: str):
     return build_backend(_worker_config(cfg_json))
 
 
-def _segment_row(row: dict, cfg_json: str) -> dict:
+def segment_row(row: dict, cfg_json: str) -> dict:
     """decode → infer → post-process → cut in one call: no intermediate block conversions."""
-    decoded = _decode(row, cfg_json)
+    decoded = decode_row(row, cfg_json)
     if not decoded["error"]:
         start, errors = time.perf_counter(), [""]
         backend = _worker_backend(cfg_json)
@@ -117,7 +118,7 @@ def _segment_row(row: dict, cfg_json: str) -> dict:
         decoded["error"] = errors[0]
         decoded["device"] = _device_name(backend)
         decoded["seconds"] += time.perf_counter() - start
-    return _cut(decoded, cfg_json)
+    return cut_row(decoded, cfg_json)
 
 
 def _object_array(items: list) -> np.ndarray:
@@ -141,7 +142,7 @@ def _worker_steps(cfg_json: str):
     return build_preprocess(cfg), build_postprocess(cfg)
 
 
-def _cut(row: dict, cfg_json: str) -> dict:
+def cut_row(row: dict, cfg_json: str) -> dict:
     start = time.perf_counter()
     seg_cfg = _worker_config(cfg_json)
     image, error = row["image"], row["error"]

@@ -35,7 +35,7 @@ from hpa_ray.segment.backends import (
 )
 from hpa_ray.segment.config import SegmentConfig
 from hpa_ray.segment.registry import backend_spec
-from hpa_ray.segment.rows import _cut, _decode, _segment_row, _SegmentActor
+from hpa_ray.segment.rows import SegmentActor, cut_row, decode_row, segment_row
 
 EXIT_SOME_FAILED = 3  # exit status when at least one image has status "error"
 
@@ -85,10 +85,10 @@ def build_dataset(jobs: list[dict], cfg: SegmentConfig):
     cfg_json = cfg.model_dump_json()
     if not infer_in_actors(cfg):
         # One task per image does it all: no image crosses the object store.
-        return ds.map(_segment_row, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
-    ds = ds.map(_decode, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
+        return ds.map(segment_row, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
+    ds = ds.map(decode_row, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
     ds = ds.map_batches(
-        _SegmentActor,
+        SegmentActor,
         fn_constructor_kwargs={"cfg_json": cfg_json},
         batch_size=cfg.batch_size,
         batch_format="numpy",
@@ -98,7 +98,7 @@ def build_dataset(jobs: list[dict], cfg: SegmentConfig):
     )
     # One image per block again, so that post-processing spreads over every CPU.
     ds = ds.repartition(target_num_rows_per_block=1)
-    return ds.map(_cut, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
+    return ds.map(cut_row, fn_kwargs={"cfg_json": cfg_json}, num_cpus=cfg.task_num_cpus)
 
 
 def _warn_cpu_only(cfg: SegmentConfig) -> None:

@@ -23,6 +23,12 @@ from hpa_ray.train.config import TrainConfig
 __all__ = ["BagClassifier", "CellClassifier", "ModelError", "bag_loss", "build_model", "check_model_config"]
 
 
+def full_precision(x: torch.Tensor):
+    """Autocast off on x's device: the heads run in fp32 under bf16 autocast. bf16 logits keep
+    8 bits of mantissa, so thousands of cells' scores tie and every AP computed from them drops."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 class CellClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, dropout: float):
         super().__init__()
@@ -34,12 +40,6 @@ class CellClassifier(nn.Module):
         features = self.backbone(x)
         with full_precision(x):
             return self.head(features.float())
-
-
-def full_precision(x: torch.Tensor):
-    """Autocast off on x's device: the heads run in fp32 under bf16 autocast. bf16 logits keep
-    8 bits of mantissa, so thousands of cells' scores tie and every AP computed from them drops."""
-    return torch.autocast(x.device.type, enabled=False)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:

@@ -95,7 +95,7 @@ def test_input_bits_scales_every_image_alike_through_the_segment_stage(tmp_path)
     """Two images of one 12-bit camera, one dim (peak 1000): auto reads each from its own depth
     (the dim one from 10 bits), `input_bits: 12` both from 4095, and 16 as the full range."""
     from hpa_ray.segment.config import SegmentConfig
-    from hpa_ray.segment.rows import _decode
+    from hpa_ray.segment.rows import decode_row
 
     for image_id, peak in (("bright", 4095), ("dim", 1000)):
         for c in CHANNELS:
@@ -107,7 +107,7 @@ def test_input_bits_scales_every_image_alike_through_the_segment_stage(tmp_path)
             "labels_text": "",
             "paths": [str(tmp_path / f"{image_id}_{c}.png") for c in CHANNELS],
         }
-        out = _decode(row, SegmentConfig(**cfg).model_dump_json())
+        out = decode_row(row, SegmentConfig(**cfg).model_dump_json())
         assert not out["error"], out["error"]
         return int(out["image"].max())
 
