@@ -30,7 +30,11 @@ from hpa_ray.train.data import (
     fold_datasets,
     read_folds,
 )
-from hpa_ray.train.worker import BEST_MODEL, EpochHook, train_loop_per_worker
+from hpa_ray.train.worker import STATE, EpochHook, train_loop_per_worker
+
+# Ray Train's checkpoint manager keeps the epoch with the best val_map (on a tie, the later one)
+# and, always, the latest one, which a restarted worker group resumes from.
+CHECKPOINTS = {"num_to_keep": 1, "checkpoint_score_attribute": "val_map", "checkpoint_score_order": "max"}
 
 
 def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: str | Path, cfg: TrainConfig,
@@ -78,7 +82,7 @@ def fit_fold(cells_dir: str | Path, folds_csv: str | Path, fold: int, run_dir: s
         run_config=RunConfig(
             name=f"{storage.name(run_dir)}-fold-{fold}",
             storage_path=cfg.storage_path or TrainingRun(run_dir).ray_results,
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            checkpoint_config=CheckpointConfig(**CHECKPOINTS),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=list(callbacks),
         ),
@@ -103,17 +107,38 @@ def check_resources(cfg: TrainConfig) -> None:
 
 
 def _export_fold(result, fold_dir: str) -> dict:
-    """Best weights → fold_dir/best/model.pt; per-epoch metrics (restarts deduplicated) → CSV."""
-    if result.checkpoint is None:
+    """The best checkpoint's weights → fold_dir/best/model.pt, its epoch's metrics →
+    best/metrics.json; per-epoch metrics (restarts deduplicated) → metrics.csv."""
+    import io
+
+    import torch
+
+    if not result.best_checkpoints:
         raise RuntimeError(f"training of {storage.name(fold_dir)} reported no checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as d:
-        storage.write_bytes(Fold(fold_dir).best_model, (Path(d) / BEST_MODEL).read_bytes())
+    checkpoint, chosen = best_checkpoint(result.best_checkpoints)
+    with checkpoint.as_directory() as d:
+        weights = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)["model"]
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    storage.write_bytes(Fold(fold_dir).best_model, buffer.getvalue())
     rows = [json.loads(line) for line in storage.read_text(Fold(fold_dir).metrics_jsonl).splitlines()]
     metrics = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
     storage.write_text(Fold(fold_dir).metrics_csv, metrics.to_csv(index=False))
-    best = metrics.loc[metrics.val_map.idxmax()].to_dict()
+    best = metrics[metrics.epoch == chosen["epoch"]].iloc[-1].to_dict()
     storage.write_text(Fold(fold_dir).best_metrics, json.dumps(best, indent=2))
     return best
+
+
+def best_checkpoint(kept: list[tuple]) -> tuple:
+    """Of Ray Train's kept (checkpoint, metrics) pairs, the one its manager ranks first: the
+    highest val_map (NaN lowest), the later epoch on a tie."""
+    import math
+
+    def rank(pair: tuple) -> tuple:
+        score = pair[1]["val_map"]
+        return (not math.isnan(score), score if not math.isnan(score) else 0.0, pair[1]["epoch"])
+
+    return max(kept, key=rank)
 
 
 def caches_crops(cfg: TrainConfig, cells_dir: str) -> bool:

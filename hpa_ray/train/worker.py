@@ -1,7 +1,7 @@
 """One fold's Ray Train worker (`train_loop_per_worker`): set up the model and its training
 method, resume from the last checkpoint, then per epoch train, validate (macro AP over classes,
-cells against their weak labels), keep the best weights, report with a checkpoint, stop early.
-The driver that starts it: `hpa_ray.train.fit`.
+cells against their weak labels), report with a checkpoint, stop early. Which checkpoint holds the
+best weights is Ray Train's to keep (`fit.CHECKPOINTS`); the driver that starts it: `hpa_ray.train.fit`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from hpa_ray.core.layout import Fold
 from hpa_ray.train.config import TrainConfig
 from hpa_ray.train.methods import build_method, validation_metrics
 
-BEST_MODEL = "best_model.pt"  # in checkpoints and RUN_DIR/fold-K/best/model.pt
-STATE = "state.pt"
+STATE = "state.pt"  # a checkpoint's one file: weights, optimizer, scheduler, progress
 EpochHook = Callable[[int, str], None]  # (epoch, fold_dir), in the rank-0 worker as each epoch starts
 
 
@@ -94,7 +93,6 @@ class _Worker:
     optimizer: object
     scheduler: object
     state: dict = field(default_factory=lambda: {"epoch": -1, "best_map": -1.0, "since_best": 0})
-    best_weights: dict | None = None
     resumed_from: int = -1
 
 
@@ -155,7 +153,6 @@ def _resume(w: _Worker) -> None:
     if checkpoint := ray.train.get_checkpoint():
         with checkpoint.as_directory() as d:
             saved = torch.load(Path(d) / STATE, map_location=w.device, weights_only=False)
-            w.best_weights = torch.load(Path(d) / BEST_MODEL, map_location="cpu", weights_only=True)
         w.bare.load_state_dict(saved["model"])
         w.optimizer.load_state_dict(saved["optimizer"])
         w.scheduler.load_state_dict(saved["scheduler"])
@@ -205,10 +202,10 @@ def _synchronized(device) -> float:
     return time.perf_counter()
 
 
-def _keep_best(w: _Worker, val_map: float) -> None:
+def _count_since_best(w: _Worker, val_map: float) -> None:
+    """Early stopping's count: epochs since val_map last rose."""
     if val_map > w.state["best_map"]:
         w.state.update(best_map=val_map, since_best=0)
-        w.best_weights = {k: v.detach().cpu().clone() for k, v in w.bare.state_dict().items()}
     else:
         w.state["since_best"] += 1
 
@@ -227,7 +224,7 @@ def train_loop_per_worker(config: dict) -> None:
         epoch_stats = _train_epoch(w, ray.train.get_dataset_shard("train"), epoch)
         w.scheduler.step()
         val = _evaluate(w.bare, w.method, ray.train.get_dataset_shard("val"), w.amp)
-        _keep_best(w, val["val_map"])
+        _count_since_best(w, val["val_map"])
         w.state["epoch"] = epoch
         # this worker's rate × workers: the fold's training throughput in cells/s (input included)
         metrics = {"epoch": epoch, **epoch_stats, **val, "best_val_map": w.state["best_map"],
@@ -257,5 +254,4 @@ def _report(metrics: dict, w: _Worker, writer) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"model": w.bare.state_dict(), "optimizer": w.optimizer.state_dict(),
                     "scheduler": w.scheduler.state_dict(), "progress": dict(w.state)}, Path(tmp) / STATE)  # fmt: skip
-        torch.save(w.best_weights, Path(tmp) / BEST_MODEL)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

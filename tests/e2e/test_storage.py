@@ -60,7 +60,7 @@ def test_every_stage_reads_and_writes_s3(s3_env, synth_set, tmp_path):
     assert search.returncode == 0, search.stderr[-3000:]
     search_keys = _keys("out/search")
     assert {"best_config.yaml", "trials.csv", "tune_config.yaml"} <= set(search_keys)
-    trial_logs = [k for k in search_keys if k.startswith("trials/") and k.endswith(("metrics.jsonl", "best_model.pt"))]
+    trial_logs = [k for k in search_keys if k.startswith("trials/") and k.endswith(("metrics.jsonl", "state.pt"))]
     assert len(trial_logs) == 4, search_keys  # each trial's metrics and its checkpoint
     assert any(k.startswith("ray_results/search-search/") for k in search_keys), "Tune's experiment in S3"
 

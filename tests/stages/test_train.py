@@ -63,6 +63,15 @@ def test_one_fold_learns_and_writes_its_outputs(cells, tmp_path):
     model = build_model(cfg)
     model.load_state_dict(state)
     assert any(p.name.startswith("events.out.tfevents") for p in (fold_dir / "tensorboard").iterdir())
+    # Ray Train's checkpoint manager kept the best epoch (the last of a tie) and the latest; the
+    # exported weights and metrics are the best one's.
+    kept = {}
+    for path in (tmp_path / "run" / "ray_results").glob("*/checkpoint_*/state.pt"):
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        kept[saved["progress"]["epoch"]] = saved["model"]
+    best_epoch = int(metrics.epoch[metrics.val_map == metrics.val_map.max()].iloc[-1])
+    assert set(kept) == {best_epoch, 5} and best["epoch"] == best_epoch and best["val_map"] == metrics.val_map.max()
+    assert all(torch.equal(state[k], kept[best_epoch][k]) for k in state)
 
 
 def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):
