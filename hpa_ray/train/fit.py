@@ -33,7 +33,8 @@ from hpa_ray.train.data import (
 from hpa_ray.train.worker import STATE, EpochHook, train_loop_per_worker
 
 # Ray Train's checkpoint manager keeps the epoch with the best val_map (on a tie, the later one)
-# and, always, the latest one, which a restarted worker group resumes from.
+# and, always, the latest one, which a restarted worker group resumes from (two checkpoints on
+# disk while the latest epoch is not the best).
 CHECKPOINTS = {"num_to_keep": 1, "checkpoint_score_attribute": "val_map", "checkpoint_score_order": "max"}
 
 
@@ -115,7 +116,7 @@ def _export_fold(result, fold_dir: str) -> dict:
 
     if not result.best_checkpoints:
         raise RuntimeError(f"training of {storage.name(fold_dir)} reported no checkpoint: {result.error}")
-    checkpoint, chosen = best_checkpoint(result.best_checkpoints)
+    checkpoint, chosen = result.best_checkpoints[-1]  # Ray's best comes last (with num_to_keep=1, alone)
     with checkpoint.as_directory() as d:
         weights = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)["model"]
     buffer = io.BytesIO()
@@ -124,21 +125,12 @@ def _export_fold(result, fold_dir: str) -> dict:
     rows = [json.loads(line) for line in storage.read_text(Fold(fold_dir).metrics_jsonl).splitlines()]
     metrics = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
     storage.write_text(Fold(fold_dir).metrics_csv, metrics.to_csv(index=False))
+    if not (metrics.epoch == chosen["epoch"]).any():
+        raise RuntimeError(f"{Fold(fold_dir).metrics_jsonl} has no line for epoch {chosen['epoch']}, "
+                           "the best checkpoint's: was the file replaced during the run?")  # fmt: skip
     best = metrics[metrics.epoch == chosen["epoch"]].iloc[-1].to_dict()
     storage.write_text(Fold(fold_dir).best_metrics, json.dumps(best, indent=2))
     return best
-
-
-def best_checkpoint(kept: list[tuple]) -> tuple:
-    """Of Ray Train's kept (checkpoint, metrics) pairs, the one its manager ranks first: the
-    highest val_map (NaN lowest), the later epoch on a tie."""
-    import math
-
-    def rank(pair: tuple) -> tuple:
-        score = pair[1]["val_map"]
-        return (not math.isnan(score), score if not math.isnan(score) else 0.0, pair[1]["epoch"])
-
-    return max(kept, key=rank)
 
 
 def caches_crops(cfg: TrainConfig, cells_dir: str) -> bool:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpa_ray.train.config import TrainConfig
-from hpa_ray.train.fit import best_checkpoint, concurrent_trials
+from hpa_ray.train.fit import concurrent_trials
 from hpa_ray.train.model import ModelError, build_model
 from hpa_ray.train.worker import _train_epoch, _Worker
 
@@ -108,14 +108,3 @@ def test_heads_give_fp32_logits_under_bf16_autocast(method):
         features = model.backbone[0](x)
     assert all(logits.dtype == torch.float32 for logits in (out if isinstance(out, tuple) else (out,)))
     assert features.dtype == torch.bfloat16, "the backbone itself still runs in bf16"
-
-
-
-def test_the_best_checkpoint_is_the_highest_val_map_nan_lowest_and_the_later_of_a_tie():
-    def kept(*scores):
-        return [(f"ckpt-{epoch}", {"epoch": epoch, "val_map": score}) for epoch, score in enumerate(scores)]
-
-    assert best_checkpoint(kept(0.2, 0.5, 0.4))[0] == "ckpt-1"
-    assert best_checkpoint(kept(0.5, 0.2, 0.5))[0] == "ckpt-2", "Ray's manager ranks the later of a tie first"
-    assert best_checkpoint(kept(float("nan"), 0.1))[0] == "ckpt-1"
-    assert best_checkpoint(kept(float("nan"), float("nan")))[0] == "ckpt-1"
