@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.StageParser("hpa_ray.evaluate", __doc__)
     parser.add_argument("--submission", required=True, help="submission CSV")
     parser.add_argument("--truth", required=True, help="per-cell truth Parquet (synth's truth.parquet)")
-    parser.flag("--out", output="file", old=("--output",), help="also write the JSON here")
+    parser.out("file", "also write the JSON here", old=("--output",), required=False)
     args = parser.parse(argv)
     return cli.guarded(lambda: _evaluate_cli(args))
 

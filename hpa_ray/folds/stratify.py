@@ -157,13 +157,7 @@ def write_folds(labels_csv: str | Path, output: str | Path, cfg: FoldsConfig) ->
 def main(argv: list[str] | None = None) -> int:
     parser = cli.StageParser("hpa_ray.folds", __doc__)
     parser.flag("--labels", required=True)
-    parser.flag(
-        "--out",
-        required=True,
-        output="file",
-        old=("--output",),
-        help="folds CSV to write (image_id,fold); local or a URI",
-    )
+    parser.out("file", "folds CSV to write (image_id,fold); local or a URI", old=("--output",))
     parser.add_argument("--n-folds", type=int, help="overrides the config's n_folds")
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
     parser.config("conf/folds.yaml", "order=3")

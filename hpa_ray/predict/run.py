@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                              "their rows are empty), 2 unusable inputs, models or config.")  # fmt: skip
     parser.flag("--images", required=True)
     parser.flag("--run-dir", required=True, old=("--models",))
-    parser.flag("--out", required=True, output="file", old=("--output",), help="the submission CSV to write")
+    parser.out("file", "the submission CSV to write", old=("--output",))
     parser.add_argument("--ids", help="CSV with an ID column (e.g. sample_submission.csv): a row for each, in order")
     parser.config("conf/predict.yaml", "top_k=3 segment.hpa.cell_model=PATH")
     args = parser.parse(argv)

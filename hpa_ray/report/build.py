@@ -224,7 +224,7 @@ def _predictions(submission: str, images: str, out: Path, truth: str | None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.StageParser("hpa_ray.report", __doc__)
-    parser.flag("--out", required=True, output="dir", help="where the PNGs and index.html go")
+    parser.out("dir", "where the PNGs and index.html go")
     parser.flag("--labels", help="labels CSV (ID,Label), e.g. ../shared/data/train.csv")
     parser.add_argument("--segment-dir", help="a segment output directory (cells/, images.parquet)")
     parser.flag("--folds", help="folds CSV (image_id,fold); per-class counts need --labels or its _balance.csv")

@@ -31,7 +31,6 @@ HELP = {
     "--cells": "cells Parquet directory (segment's OUT/cells)",
     "--folds": "folds CSV (image_id,fold)",
     "--run-dir": "a training run directory (RUN/fold-K/best/model.pt)",
-    "--out": "where the outputs go (local or a URI)",
 }
 
 
@@ -87,6 +86,10 @@ class StageParser(argparse.ArgumentParser):
             self._required.append((name, dest))
         if output:
             self._outputs.append((name, dest, output))
+
+    def out(self, kind: str, help: str, *, old: tuple[str, ...] = (), required: bool = True) -> None:
+        """--out, every stage's one output flag: `kind` "dir" or "file", checked by `parse`."""
+        self.flag("--out", required=required, output=kind, old=old, help=help)
 
     def config(self, conf: str, example: str) -> None:
         """--config YAML, KEY=VALUE overrides and --verbose."""

@@ -302,13 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(see OUT/images.parquet), 2 unusable inputs or config.")  # fmt: skip
     parser.flag("--images", required=True, old=("--input-dir",))
     parser.flag("--labels", help="CSV with ID,Label (optional; test images have none)")
-    parser.flag(
-        "--out",
-        required=True,
-        output="dir",
-        old=("--output-dir",),
-        help="where cells/ and images.parquet go (local or a URI)",
-    )
+    parser.out("dir", "where cells/ and images.parquet go (local or a URI)", old=("--output-dir",))
     parser.add_argument("--backend", help=f"overrides the config's backend: {', '.join(backend_names())}, or one a "
                         "plugin registers (segment.plugins)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")

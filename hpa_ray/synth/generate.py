@@ -215,7 +215,7 @@ def generate(out: str | Path, n_images: int, seed: int, cfg: SynthConfig, worker
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.StageParser("hpa_ray.synth", __doc__)
-    parser.flag("--out", required=True, output="dir", help="output directory")
+    parser.out("dir", "output directory")
     parser.add_argument("--n-images", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, help="image side in px (overrides the config)")

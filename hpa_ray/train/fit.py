@@ -232,13 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.flag("--cells", required=True)
     parser.flag("--folds", required=True)
     parser.add_argument("--fold", default="all", help="a fold number, or all (parallel, via Ray Tune)")
-    parser.flag(
-        "--out",
-        required=True,
-        output="dir",
-        old=("--run-dir",),
-        help="the run directory: fold-K/, config.yaml (local or URI)",
-    )
+    parser.out("dir", "the run directory: fold-K/, config.yaml (local or URI)", old=("--run-dir",))
     parser.config("conf/train.yaml", "epochs=5")
     args = parser.parse(argv)
     console.setup(console.log_file_for(args.out, "train"), args.verbose)

@@ -213,13 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.StageParser("hpa_ray.tune", __doc__)
     parser.flag("--cells", required=True)
     parser.flag("--folds", required=True)
-    parser.flag(
-        "--out",
-        required=True,
-        output="dir",
-        old=("--run-dir",),
-        help="the search directory: best_config.yaml, trials.csv, trials/",
-    )
+    parser.out("dir", "the search directory: best_config.yaml, trials.csv, trials/", old=("--run-dir",))
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search in its --out")
     parser.config("conf/tune.yaml", "num_samples=4 train.model=tiny")
     args = parser.parse(argv)
