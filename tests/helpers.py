@@ -1,4 +1,5 @@
-"""Test helpers of more than one tier: process groups, a worker killed mid-training, a run of fold
+"""Test helpers of more than one tier, or that Ray workers import: process groups, a worker killed
+mid-training, a Ray Train loop whose score falls, a run of fold
 models, a page as headless Chromium renders it, label images from RLE masks."""
 
 from __future__ import annotations
@@ -30,6 +31,32 @@ class KillWorkerOnce:
         if epoch == self.epoch and not storage.exists(marker):
             storage.write_text(marker, f"worker killed at epoch {epoch}\n")
             os._exit(1)
+
+
+FALLING_VAL_MAP = (0.9, 0.5, 0.3, 0.2)  # epoch 0 the best, each later one worse
+
+
+def falling_score_loop(config: dict) -> None:
+    """A Ray Train loop of 4 epochs whose val_map falls (FALLING_VAL_MAP), each epoch reported
+    with a checkpoint holding its number; the first run's worker dies as epoch 3 starts."""
+    import json
+    import tempfile
+    import time
+
+    import ray.train
+
+    resumed = -1
+    if checkpoint := ray.train.get_checkpoint():
+        with checkpoint.as_directory() as d:
+            resumed = json.loads((Path(d) / "epoch.json").read_text())["epoch"]
+    for epoch in range(resumed + 1, len(FALLING_VAL_MAP)):
+        if epoch == 3 and resumed < 0:
+            time.sleep(3)  # the controller registers epoch 2's checkpoint first (it polls)
+            os._exit(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+            metrics = {"epoch": epoch, "val_map": FALLING_VAL_MAP[epoch], "resumed_from_epoch": resumed}
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 @contextmanager

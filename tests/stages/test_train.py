@@ -88,6 +88,27 @@ def test_killed_worker_resumes_from_checkpoint(cells, tmp_path):
     assert list(pd.read_csv(fold_dir / "metrics.csv").epoch) == [0, 1, 2, 3]
 
 
+def test_a_restarted_worker_resumes_from_the_latest_checkpoint_and_the_best_is_kept(ray_local, tmp_path):
+    """fit_fold's checkpoint config on Ray Train itself: epoch 0 scores best, the worker dies after
+    epoch 2; it must go on from epoch 2 (not the best, epoch 0), and epoch 0 stays the best."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from hpa_ray.train.fit import CHECKPOINTS
+    from tests.helpers import FALLING_VAL_MAP, falling_score_loop
+
+    trainer = TorchTrainer(falling_score_loop, torch_config=TorchConfig(backend="gloo"),
+                           scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
+                           run_config=RunConfig(name="falling", storage_path=str(tmp_path),
+                                                checkpoint_config=CheckpointConfig(**CHECKPOINTS),
+                                                failure_config=FailureConfig(max_failures=1)))  # fmt: skip
+    result = trainer.fit()
+    assert result.metrics["epoch"] == len(FALLING_VAL_MAP) - 1 and result.metrics["resumed_from_epoch"] == 2
+    assert result.best_checkpoints[-1][1]["epoch"] == 0, "the best-scoring epoch is Ray's best"
+    kept = {json.loads(path.read_text())["epoch"] for path in (tmp_path / "falling").glob("checkpoint_*/epoch.json")}
+    assert kept == {0, len(FALLING_VAL_MAP) - 1}, "the best and the latest, no other"
+
+
 def test_a_bag_fold_learns_reports_both_levels_and_resumes_after_a_killed_worker(cells, tmp_path):
     cfg = TrainConfig(**FAST, epochs=5, method="bag", bag_size=4, cell_loss_weight=1.0)
     best = fit_fold(cells["cells"], cells["folds"], 0, tmp_path / "run", cfg, epoch_hooks=(KillWorkerOnce(2),))
