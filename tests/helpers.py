@@ -1,6 +1,6 @@
-"""Test helpers of more than one tier, or that Ray workers import: process groups, a worker killed
-mid-training, a Ray Train loop whose score falls, a run of fold
-models, a page as headless Chromium renders it, label images from RLE masks."""
+"""Test helpers of more than one tier, or that Ray workers import: process groups, a worker
+killed mid-training, a Ray Train loop whose score falls, a run of fold models, a page as
+headless Chromium renders it, label images from RLE masks."""
 
 from __future__ import annotations
 
