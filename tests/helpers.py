@@ -38,7 +38,7 @@ FALLING_VAL_MAP = (0.9, 0.5, 0.3, 0.2)  # epoch 0 the best, each later one worse
 
 def falling_score_loop(config: dict) -> None:
     """A Ray Train loop of 4 epochs whose val_map falls (FALLING_VAL_MAP), each epoch reported
-    with a checkpoint holding its number; the first run's worker dies as epoch 3 starts."""
+    with a checkpoint holding its number; the first run's worker dies as the last epoch starts."""
     import json
     import tempfile
     import time
@@ -50,7 +50,7 @@ def falling_score_loop(config: dict) -> None:
         with checkpoint.as_directory() as d:
             resumed = json.loads((Path(d) / "epoch.json").read_text())["epoch"]
     for epoch in range(resumed + 1, len(FALLING_VAL_MAP)):
-        if epoch == 3 and resumed < 0:
+        if epoch == len(FALLING_VAL_MAP) - 1 and resumed < 0:
             time.sleep(3)  # the controller registers epoch 2's checkpoint first (it polls)
             os._exit(1)
         with tempfile.TemporaryDirectory() as tmp:

@@ -125,10 +125,11 @@ def _export_fold(result, fold_dir: str) -> dict:
     rows = [json.loads(line) for line in storage.read_text(Fold(fold_dir).metrics_jsonl).splitlines()]
     metrics = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch")
     storage.write_text(Fold(fold_dir).metrics_csv, metrics.to_csv(index=False))
-    if not (metrics.epoch == chosen["epoch"]).any():
+    row = metrics[metrics.epoch == chosen["epoch"]]
+    if row.empty:
         raise RuntimeError(f"{Fold(fold_dir).metrics_jsonl} has no line for epoch {chosen['epoch']}, "
                            "the best checkpoint's: was the file replaced during the run?")  # fmt: skip
-    best = metrics[metrics.epoch == chosen["epoch"]].iloc[-1].to_dict()
+    best = row.iloc[0].to_dict()
     storage.write_text(Fold(fold_dir).best_metrics, json.dumps(best, indent=2))
     return best
 
