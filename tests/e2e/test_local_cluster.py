@@ -39,14 +39,17 @@ def _job(script: str, *args: str, env: dict) -> subprocess.CompletedProcess:
                           timeout=600)  # fmt: skip
 
 
+# Writes its tick count through a rename: the test reads the file while it is written,
+# and a plain open(..., "w") shows an empty file in between.
 _BYSTANDER = """
-import sys, time, ray
+import os, sys, time, ray
 ray.init(num_cpus=1, include_dashboard=False)
 @ray.remote
 def tick(i):
     return i
 for i in range(100000):
-    open(sys.argv[1], "w").write(str(ray.get(tick.remote(i))))
+    open(sys.argv[1] + ".tmp", "w").write(str(ray.get(tick.remote(i))))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
     time.sleep(0.5)
 """
 
