@@ -42,14 +42,17 @@ def _job(script: str, *args: str, env: dict) -> subprocess.CompletedProcess:
 # Writes its tick count through a rename: the test reads the file while it is written,
 # and a plain open(..., "w") shows an empty file in between.
 _BYSTANDER = """
-import os, sys, time, ray
+import sys, time, ray
+from pathlib import Path
 ray.init(num_cpus=1, include_dashboard=False)
 @ray.remote
 def tick(i):
     return i
+ticks = Path(sys.argv[1])
+scratch = ticks.with_suffix(".tmp")
 for i in range(100000):
-    open(sys.argv[1] + ".tmp", "w").write(str(ray.get(tick.remote(i))))
-    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+    scratch.write_text(str(ray.get(tick.remote(i))))
+    scratch.replace(ticks)
     time.sleep(0.5)
 """
 
