@@ -22,7 +22,9 @@ LOCAL_TRAIN_POLL_S = "0.5"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start an embedded local Ray.
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start an embedded local Ray, even
+    where a cluster started on this machine (`ray start`, `ray.cluster_utils`) left its address
+    in Ray's temp directory: plain `ray.init()` would join that one, and with `num_cpus` fail.
 
     A local Ray starts with its dashboard (Ray Train V2 releases finished trials' resources
     through it: without it the next trial of a search waits forever) unless HPA_RAY_DASHBOARD=0,
@@ -51,7 +53,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         dashboard = os.environ.get(DASHBOARD_ENV, "1") != "0"
         poll = os.environ.get(TRAIN_POLL_ENV, LOCAL_TRAIN_POLL_S)
         env_vars = {"RAY_ADDRESS": f"127.0.0.1:{port}", TRAIN_POLL_ENV: poll}
-        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=echo,
+        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=echo,
                            runtime_env={"env_vars": env_vars})  # fmt: skip
     finally:
         os.environ.pop(_GCS_PORT, None)
