@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Each pytest-xdist worker gives Ray a temp directory of its own: a cluster that a test starts
+# with ray.cluster_utils writes its address there, and the plain ray.init() of a test's "other
+# program" in the other worker would join that cluster instead of starting its own.
+if _WORKER := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["RAY_TMPDIR"] = os.path.join(tempfile.gettempdir(), f"ray-{_WORKER}-{os.getppid()}")
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real HPA material (the task's train.csv and sample_submission.csv, hpa-real/images and
@@ -41,8 +48,9 @@ def synth_set(tmp_path_factory) -> Path:
     """Six labelled 1024² synthetic images (about 30 cells) with truth."""
     from hpa_ray.synth.config import SynthConfig
     from hpa_ray.synth.generate import generate
+    from tests.helpers import made_once
 
-    return generate(tmp_path_factory.mktemp("synth"), n_images=6, seed=7, cfg=SynthConfig(size=1024))
+    return made_once(tmp_path_factory, "synth", lambda d: generate(d, n_images=6, seed=7, cfg=SynthConfig(size=1024)))
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +100,24 @@ TIERS = ("unit", "stages", "e2e")  # tests/<tier>/: the marker of every test the
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
     """Each test is marked with its tier (`unit`, `stages` or `e2e`: the directory it is in under
-    tests/), and the tiers run in that order: the quick ones first, and the unit tier before any
-    test has started a Ray. `gpu` tests run only where CUDA is available (the device machine), else
-    they skip."""
+    tests/). In one process the tiers run in that order: the quick ones first, and the unit tier
+    before any test has started a Ray. Under pytest-xdist (the README's command: two workers,
+    whole modules each, `--dist loadfile`) the longest go first, so that no worker is left with
+    a long module at the end: e2e, then unit (still before any stages test of that worker
+    starts its Ray), then stages; within a tier, modules with a `slow` test first. `gpu` tests
+    run only where CUDA is available (the device machine), else they skip."""
     tests_dir = Path(__file__).resolve().parent
-    order = {}
+    tiers = ("e2e", "unit", "stages") if os.environ.get("PYTEST_XDIST_WORKER") else TIERS
+    tier_of = {}
     for item in items:
         path = Path(item.path).resolve()
         tier = path.relative_to(tests_dir).parts[0] if path.is_relative_to(tests_dir) else None
         if tier in TIERS:
             item.add_marker(tier)
-        order[item.nodeid] = TIERS.index(tier) if tier in TIERS else len(TIERS)
-    items.sort(key=lambda item: order[item.nodeid])  # stable: each module's tests stay together, in order
+        tier_of[item.nodeid] = tiers.index(tier) if tier in tiers else len(tiers)
+    slow_modules = {item.path for item in items if "slow" in item.keywords} if tiers != TIERS else set()
+    # stable: each module's tests stay together, in their order
+    items.sort(key=lambda item: (tier_of[item.nodeid], item.path not in slow_modules))
     try:
         import torch
 
@@ -116,3 +130,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_sessionfinish(session):
+    """A worker's Ray temp directory goes with it (its Rays are stopped by now)."""
+    if _WORKER:
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)

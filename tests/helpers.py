@@ -1,6 +1,7 @@
 """Test helpers of more than one tier, or that Ray workers import: process groups, a worker
 killed mid-training, a Ray Train loop whose score falls, a run of fold models, a page as
-headless Chromium renders it, label images from RLE masks."""
+headless Chromium renders it, label images from RLE masks, a fixture's files made once for all
+pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -159,3 +160,22 @@ REPORT_SIZES = {
     "training_class_ap.png": (900, 700),
     "evaluation_ap.png": (900, 700),
 }
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
+    """The directory `name` that `make(directory)` fills, made once per test session even when
+    pytest-xdist runs it in several worker processes: the first worker to ask makes it under the
+    run's shared temp directory while holding a file lock; the others wait, then read it. A
+    `make` that raises leaves nothing behind, so the next worker to ask tries again."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: .../popen-gwN
+    directory, done = shared / name, shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)  # a failed make's leftovers
+            directory.mkdir()
+            make(directory)
+            done.touch()
+    return directory

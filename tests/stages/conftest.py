@@ -3,6 +3,8 @@ subprocesses). Its fixtures: one Ray for the session, and cells segmented from s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -24,7 +26,15 @@ def ray_local():
 @pytest.fixture(scope="session")
 def cells(ray_local, tmp_path_factory):
     """~200 labelled cells from 16 synthetic 2048² images, in 3 image-level folds; made once for
-    the train and tune tests (read only: each test trains into its own tmp_path)."""
+    the train and tune tests (once for all xdist workers; read only: each test trains into its
+    own tmp_path)."""
+    from tests.helpers import made_once
+
+    root = made_once(tmp_path_factory, "train", _segment_synthetic_cells)
+    return {"cells": root / "seg" / "cells", "folds": root / "folds.csv", "root": root}
+
+
+def _segment_synthetic_cells(root: Path) -> None:
     from hpa_ray.folds.config import FoldsConfig
     from hpa_ray.folds.stratify import make_folds, read_label_matrix
     from hpa_ray.segment.config import SegmentConfig
@@ -32,11 +42,9 @@ def cells(ray_local, tmp_path_factory):
     from hpa_ray.synth.config import SynthConfig
     from hpa_ray.synth.generate import generate
 
-    root = tmp_path_factory.mktemp("train")
     data = generate(root / "synth", n_images=16, seed=4, cfg=SynthConfig(size=2048))
     run_segment(data / "images", root / "seg", SegmentConfig(crop_size=CROP), data / "labels.csv")
     ids, y = read_label_matrix(data / "labels.csv")
     pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(
         root / "folds.csv", index=False
     )
-    return {"cells": root / "seg" / "cells", "folds": root / "folds.csv", "root": root}

@@ -137,6 +137,7 @@ def test_a_wrong_folds_file_or_fold_is_said_before_ray_starts(cells, tmp_path, m
         fit_fold(cells["cells"], tmp_path / "nope.csv", 0, tmp_path / "run", TrainConfig(**FAST))
 
 
+@pytest.mark.slow
 def test_all_folds_in_parallel_through_tune_and_cli_errors(cells, tmp_path, capsys):
     cfg = TrainConfig(**FAST, epochs=2)
     table = train_folds(cells["cells"], cells["folds"], [0, 1, 2], tmp_path / "run", cfg)
@@ -234,6 +235,7 @@ def test_augmentation_draws_follow_the_seed(cells):
     assert np.array_equal(drawn((0, 0, 1)), drawn((0, 0, 1))) and not np.array_equal(drawn((0, 0, 1)), drawn((1, 0, 1)))
 
 
+@pytest.mark.slow
 def test_train_run_again_into_its_run_dir_resumes_the_interrupted_fold(cells, tmp_path):
     """`python -m hpa_ray.train` killed mid-fold, then the same command: the fold goes on from
     its last checkpoint, each epoch once in metrics.csv; another config is refused (exit 2)."""

@@ -28,6 +28,7 @@ SPACE = "search_space={lr: {type: loguniform, low: 0.0003, high: 0.01}, epochs: 
 BASE = ["train.model=tiny", "train.cpus_per_worker=0.5", "train.batch_size=32", "asha.grace_period=1", SPACE]
 
 
+@pytest.mark.slow
 def test_asha_stops_weak_trials_and_best_config_loads_in_train(cells, tmp_path):
     cfg = load_config(TuneConfig, None, [*BASE, "num_samples=4", "max_concurrent_trials=2"])
     table = run_search(cells["cells"], cells["folds"], tmp_path / "search", cfg)
@@ -136,6 +137,7 @@ def _session_groups(port: int, timeout: float = 90) -> list[dict]:
         time.sleep(1)
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes(cells, tmp_path):
     run_dir = tmp_path / "search"
     args = [sys.executable, "-m", "hpa_ray.tune", "--cells", str(cells["cells"]), "--folds", str(cells["folds"]),
