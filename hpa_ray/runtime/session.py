@@ -19,6 +19,11 @@ DASHBOARD_ENV = "HPA_RAY_DASHBOARD"
 # 0.5 s (a few RPCs a second); a cluster keeps its own setting, its epochs run longer.
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 LOCAL_TRAIN_POLL_S = "0.5"
+# Ray gives a starting dashboard 60 s, then fails ray.init with the dashboard's log. Its nine
+# module processes each import Ray: on a busy 2-core machine (seen: two test workers, ~10
+# runnable processes) that took longer, and a training failed before it began.
+DASHBOARD_TIMEOUT_ENV = "RAY_DASHBOARD_STARTUP_TIMEOUT_S"
+LOCAL_DASHBOARD_TIMEOUT_S = 180
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -47,6 +52,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # with a second Ray on the machine the lookup fails (Ray Train's placement-group cleaner then
     # dies, and a trial stopped by ASHA keeps its CPUs: the next training waits forever). So the
     # GCS gets a known port and this job's workers get its address.
+    _give_the_dashboard_time()
     port = free_port()
     os.environ[_GCS_PORT] = str(port)
     try:
@@ -58,6 +64,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     finally:
         os.environ.pop(_GCS_PORT, None)
     console.after_ray_init(context)
+
+
+def _give_the_dashboard_time() -> None:
+    """A local Ray's dashboard gets LOCAL_DASHBOARD_TIMEOUT_S to start, unless the user set
+    RAY_DASHBOARD_STARTUP_TIMEOUT_S. Ray reads that variable once, when it is imported, into
+    ray_constants, which its start-up reads at each start: both are set."""
+    if DASHBOARD_TIMEOUT_ENV in os.environ:
+        return
+    os.environ[DASHBOARD_TIMEOUT_ENV] = str(LOCAL_DASHBOARD_TIMEOUT_S)
+    from ray._private import ray_constants
+
+    ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S = LOCAL_DASHBOARD_TIMEOUT_S
 
 
 def no_dashboard_unless_asked() -> None:
