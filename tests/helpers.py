@@ -1,7 +1,6 @@
 """Test helpers of more than one tier, or that Ray workers import: process groups, a worker
 killed mid-training, a Ray Train loop whose score falls, a run of fold models, a page as
-headless Chromium renders it, label images from RLE masks, a fixture's files made once for all
-pytest-xdist workers."""
+headless Chromium renders it, a fixture's files made once for all pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -113,16 +112,6 @@ def loaded_images(dom: str) -> tuple[int, list[str]]:
     """→ (how many <img> the report page has, the tags of those that did not load)."""
     images = re.findall(r"<img [^>]*>", dom)
     return len(images), [tag for tag in images if 'data-state="loaded"' not in tag]
-
-
-def labels_from_rles(rows, height: int, width: int) -> np.ndarray:
-    """Paint decoded masks of (cell_id, mask_rle) rows into one (H, W) int32 label image."""
-    from hpa_ray.core.masks import decode_mask
-
-    out = np.zeros((height, width), np.int32)
-    for cell_id, rle in rows:
-        out[decode_mask(rle, height, width) > 0] = cell_id
-    return out
 
 
 RUN_CROP = 32  # the crop size a run of _make_run segments at

@@ -128,9 +128,9 @@ def test_a_mixed_set_is_predicted_each_image_at_its_own_resolution(ray_local, sh
     as the 2019 set and HPA website downloads come. Each is segmented at the working scale its
     nuclei need (1/4 for 2048², finer for 512²), its submission row has its own size, and its
     predicted cells match HPA's own masks at that size (F1 >= 0.9 per size)."""
+    from hpa_ray.core.masks import label_image
     from hpa_ray.evaluate.score import match_cells
     from tests.conftest import HPA_REAL, real_image_ids
-    from tests.helpers import labels_from_rles
 
     images, truths = tmp_path / "images", {}
     images.mkdir()
@@ -152,7 +152,7 @@ def test_a_mixed_set_is_predicted_each_image_at_its_own_resolution(ray_local, sh
         assert (int(row.ImageWidth), int(row.ImageHeight)) == (side, side)
         scale = row.working_scale
         assert scale == 0.25 if side == 2048 else 0.4 <= scale <= 1.0, (image_id, side, scale)
-        pred = labels_from_rles(enumerate(row.masks.split(), start=1), side, side)
+        pred = label_image(row.masks.split(), side, side)
         counts[side] += match_cells(pred, truth)
     for side, (tp, n_pred, n_true) in counts.items():
         assert 2 * tp / (n_pred + n_true) >= 0.9, (side, tp, n_pred, n_true)

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpa_ray.core.config import ConfigError, load_config
+from hpa_ray.core.masks import label_image
 from hpa_ray.core.schema import CHANNELS, crops_to_numpy, parse_labels
 from hpa_ray.evaluate.score import match_cells
 from hpa_ray.segment.backends.standin import save_standin
@@ -18,7 +19,6 @@ from hpa_ray.segment.config import SegmentConfig
 from hpa_ray.segment.stage import EXIT_SOME_FAILED, main, run_segment
 from hpa_ray.synth.config import SynthConfig
 from hpa_ray.synth.generate import make_image
-from tests.helpers import labels_from_rles
 
 CROP = 48
 CFG = SegmentConfig(crop_size=CROP)
@@ -113,14 +113,14 @@ def test_cells_match_truth_and_carry_labels(messy, segmented):
     image_labels = pd.read_csv(messy["labels"], dtype=str).drop_duplicates("ID").set_index("ID").Label
     for image_id in messy["good"]:
         mine = cells[cells.image_id == image_id]
-        pred = labels_from_rles(zip(mine.cell_id, mine.mask_rle), 1024, 1024)
-        true = labels_from_rles(zip(*truth[truth.image_id == image_id][["cell_id", "mask_rle"]].values.T), 1024, 1024)
+        pred = label_image(list(mine.mask_rle), 1024, 1024)  # the k-th cell of `mine` painted k + 1
+        true = label_image(list(truth[truth.image_id == image_id].mask_rle), 1024, 1024)
         counts = match_cells(pred, true)
         tp, n_pred, n_true = tp + counts[0], n_pred + counts[1], n_true + counts[2]
-        for row in mine.itertuples():
+        for k, row in enumerate(mine.itertuples(), start=1):
             assert np.array_equal(row.labels, parse_labels(image_labels[image_id]))
             y0, x0, y1, x1 = row.bbox
-            assert (pred[y0:y1, x0:x1] == row.cell_id).sum() == row.area == (pred == row.cell_id).sum()
+            assert (pred[y0:y1, x0:x1] == k).sum() == row.area == (pred == k).sum()
     assert n_true >= 15 and 2 * tp / (n_pred + n_true) >= 0.9
 
 
