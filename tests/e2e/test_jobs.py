@@ -73,7 +73,7 @@ def test_segmentation_job_on_a_separate_head(head, synth_set, tmp_path):
     assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
     assert "succeeded" in job.stdout.lower()
     listed = subprocess.run([RAY, "job", "list", "--address", head["address"]], env=env, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+                            text=True, timeout=180)  # fmt: skip
     assert "SUCCEEDED" in listed.stdout
     manifest = pd.read_parquet(out / "images.parquet")
     assert len(manifest) == 6 and (manifest.status == "ok").all() and manifest.n_cells.sum() > 0

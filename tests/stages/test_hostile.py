@@ -18,7 +18,7 @@ from tests.helpers import process_group, run_group
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return run_group([sys.executable, *args], timeout=timeout, env=ENV)
 
 

@@ -47,7 +47,7 @@ def test_asha_stops_weak_trials_and_best_config_loads_in_train(cells, tmp_path):
     _dashboard_shows_the_study(tmp_path / "search", table, tmp_path)
 
 
-def _get_json(url: str, timeout: float = 60):
+def _get_json(url: str, timeout: float = 180):
     deadline = time.time() + timeout
     while True:
         try:
@@ -115,7 +115,7 @@ def _tensorboard_shows_every_trial(run_dir, table: pd.DataFrame) -> None:
         assert metrics["best_val_map"] == pytest.approx(row.best_val_map, abs=1e-6)
 
 
-def _session_groups(port: int, timeout: float = 90) -> list[dict]:
+def _session_groups(port: int, timeout: float = 180) -> list[dict]:
     statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
     request = json.dumps({"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
                           "allowedStatuses": statuses})  # fmt: skip
@@ -151,7 +151,7 @@ def test_interrupted_search_resumes(cells, tmp_path):
         live = _first_reported_trial(f"sqlite:///{run_dir / 'study.db'}")  # what the dashboard reads, live
         assert live.state.name == "RUNNING" and live.intermediate_values, live
         os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C does
-        assert first.wait(timeout=120) == EXIT_INTERRUPTED
+        assert first.wait(timeout=300) == EXIT_INTERRUPTED
     assert not (run_dir / "trials.csv").exists(), "the first run was interrupted before the end"
     resumed = run_group([*args, "--resume"], timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -165,7 +165,7 @@ def test_interrupted_search_resumes(cells, tmp_path):
     assert len(trials) == 2 and all(t.state.is_finished() for t in trials), trials
 
 
-def _first_reported_trial(url: str, timeout: float = 60):
+def _first_reported_trial(url: str, timeout: float = 180):
     """The study's first trial with an intermediate value, read while the search runs."""
     import optuna
 
