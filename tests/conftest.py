@@ -101,8 +101,8 @@ TIERS = ("unit", "stages", "e2e")  # tests/<tier>/: the marker of every test the
 def pytest_collection_modifyitems(config, items):
     """Each test is marked with its tier (`unit`, `stages` or `e2e`: the directory it is in under
     tests/). In one process the tiers run in that order: the quick ones first, and the unit tier
-    before any test has started a Ray. Under pytest-xdist (the README's command: two workers,
-    whole modules each, `--dist loadfile`) the longest go first, so that no worker is left with
+    before any test has started a Ray. Under pytest-xdist (`-n 2`: two workers, whole modules
+    each, `--dist loadfile`) the longest go first, so that no worker is left with
     a long module at the end: e2e, then unit (still before any stages test of that worker
     starts its Ray), then stages; within a tier, modules with a `slow` test first. `gpu` tests
     run only where CUDA is available (the device machine), else they skip."""
