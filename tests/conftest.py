@@ -17,7 +17,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Each pytest-xdist worker gives Ray a temp directory of its own: a cluster that a test starts
 # with ray.cluster_utils writes its address there, and the plain ray.init() of a test's "other
 # program" in the other worker would join that cluster instead of starting its own.
-if _WORKER := os.environ.get("PYTEST_XDIST_WORKER"):
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1…: this process is an xdist worker
+PARALLEL = bool(_WORKER)
+if PARALLEL:
     os.environ["RAY_TMPDIR"] = os.path.join(tempfile.gettempdir(), f"ray-{_WORKER}-{os.getppid()}")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +109,7 @@ def pytest_collection_modifyitems(config, items):
     starts its Ray), then stages; within a tier, modules with a `slow` test first. `gpu` tests
     run only where CUDA is available (the device machine), else they skip."""
     tests_dir = Path(__file__).resolve().parent
-    tiers = ("e2e", "unit", "stages") if os.environ.get("PYTEST_XDIST_WORKER") else TIERS
+    tiers = ("e2e", "unit", "stages") if PARALLEL else TIERS
     tier_of = {}
     for item in items:
         path = Path(item.path).resolve()
@@ -115,7 +117,7 @@ def pytest_collection_modifyitems(config, items):
         if tier in TIERS:
             item.add_marker(tier)
         tier_of[item.nodeid] = tiers.index(tier) if tier in tiers else len(tiers)
-    slow_modules = {item.path for item in items if "slow" in item.keywords} if tiers != TIERS else set()
+    slow_modules = {item.path for item in items if "slow" in item.keywords} if PARALLEL else set()
     # stable: each module's tests stay together, in their order
     items.sort(key=lambda item: (tier_of[item.nodeid], item.path not in slow_modules))
     try:
@@ -134,5 +136,5 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session):
     """A worker's Ray temp directory goes with it (its Rays are stopped by now)."""
-    if _WORKER:
+    if PARALLEL:
         shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)

@@ -158,8 +158,10 @@ def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Pa
     `make` that raises leaves nothing behind, so the next worker to ask tries again."""
     from filelock import FileLock
 
+    from tests.conftest import PARALLEL
+
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: .../popen-gwN
+    shared = base.parent if PARALLEL else base  # xdist: .../popen-gwN
     directory, done = shared / name, shared / f"{name}.done"
     with FileLock(shared / f"{name}.lock"):
         if not done.exists():
