@@ -3,10 +3,12 @@ code beside another commit's, in one process, alternating rounds.
 
 Images: the four real 2048² HPA images (../shared/data/hpa-real), prepared once (downscaled
 to `classical.scale`); each round runs both versions over all four. The other commit's
-`hpa_ray/backends/classical.py` is read with `git show` and loaded under another name with
-this checkout's config (which may have more fields than it reads).
+`hpa_ray/segment/backends/classical.py` is read with `git show` and loaded under another name
+with this checkout's config (which may have more fields than it reads). Commits before the stage
+packages (e42d4ac) kept it at hpa_ray/backends/classical.py, importing modules that are gone: run
+this script from a checkout of that time to compare with them.
 
-    python bench/bench_classical_post.py --before 34f0fea [--rounds 5] [--json out.json]
+    python bench/bench_classical_post.py --before e42d4ac [--rounds 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,14 +31,19 @@ from hpa_ray.segment.config import SegmentConfig
 from hpa_ray.segment.sections import ClassicalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+SOURCE = "hpa_ray/segment/backends/classical.py"
 sys.path.insert(0, str(ROOT / "bench"))
 from seg_quality import SHARED, real_items  # noqa: E402
 
 
 def module_at(ref: str, directory: Path):
-    """hpa_ray/backends/classical.py as of `ref`, loaded as a module of its own."""
-    source = subprocess.run(["git", "show", f"{ref}:hpa_ray/backends/classical.py"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    """hpa_ray/segment/backends/classical.py as of `ref`, loaded as a module of its own."""
+    shown = subprocess.run(["git", "show", f"{ref}:{SOURCE}"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode:
+        sys.exit(f"--before {ref}: git show found no {SOURCE} there ({shown.stderr.strip()}); commits before the "
+                 "stage packages (e42d4ac) had hpa_ray/backends/classical.py: run this script from a checkout of "
+                 "that time to compare with them")  # fmt: skip
+    source = shown.stdout
     path = directory / "classical_before.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("classical_before", path)

@@ -3,7 +3,7 @@
 Both on the same GPU, same model, batch size and precision (bf16 autocast on CUDA,
 channels-last on CUDA and CPU, as `train` does):
   - bare step: normalise + forward + BCE + backward + Adam step on crops already on the GPU;
-  - end to end: `hpa_ray.train.fit_fold` on a cells Parquet of synthetic 4×S×S crops written
+  - end to end: `hpa_ray.train.fit.fit_fold` on a cells Parquet of synthetic 4×S×S crops written
     in the project's schema (Ray Data read → fold split → flips → uint8 batches → device), its
     reported `train_images_per_s` (the training loop's rate, data input included; the first
     epoch, which compiles kernels and starts the readers, is left out).

@@ -59,7 +59,7 @@ def shrink(image: np.ndarray, truth: np.ndarray, side: int) -> tuple[np.ndarray,
 
 def matched_ious(pred: np.ndarray, true: np.ndarray, threshold: float = 0.6) -> tuple[list[float], int, int]:
     """Two (H, W) label images → (IoU of each matched pair (IoU >= threshold), predicted cells,
-    true cells); as hpa_ray.evaluate.match_cells, keeping the IoUs."""
+    true cells); as hpa_ray.evaluate.score.match_cells, keeping the IoUs."""
     p, t = pred.ravel().astype(np.int64), true.ravel().astype(np.int64)
     n_p, n_t = int(p.max()) + 1, int(t.max()) + 1
     table = np.bincount(p * n_t + t, minlength=n_p * n_t).reshape(n_p, n_t)

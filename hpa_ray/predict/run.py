@@ -150,7 +150,7 @@ def _share_gpus(segment: SegmentConfig, cfg: PredictConfig) -> SegmentConfig:
 
 
 def build_predict_dataset(jobs: list[dict], run: RunModels, cfg: PredictConfig):
-    """Segmentation pipeline (hpa_ray.segment.build_dataset) + classification, lazily."""
+    """Segmentation pipeline (hpa_ray.segment.stage.build_dataset) + classification, lazily."""
     import ray
 
     run_json = json.dumps({"paths": list(run.paths), "train": run.train.model_dump(mode="json")})

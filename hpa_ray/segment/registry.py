@@ -2,8 +2,9 @@
 
 A backend registers a `BackendSpec` (`register_backend`); `SegmentConfig.backend` must name a
 registered one, the section `segment.NAME` is validated by its `config` model, and the stage
-builds its steps through `hpa_ray.segment.backends.build_*`. Adding one is one module calling
-`register_backend` (named in `segment.plugins` unless it is built in) plus its tests.
+builds its steps through `hpa_ray.segment.backends.build_{preprocess,backend,postprocess}`.
+Adding one is one module calling `register_backend` (named in `segment.plugins` unless it is
+built in) plus its tests.
 """
 
 from __future__ import annotations

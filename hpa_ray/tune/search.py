@@ -1,6 +1,6 @@
 """Hyperparameter search on Ray Tune: Optuna + ASHA over one fold (`python -m hpa_ray.tune`).
 
-Every trial trains through `hpa_ray.train.fit_fold`, the same Ray Train code as `train`.
+Every trial trains through `hpa_ray.train.fit.fit_fold`, the same Ray Train code as `train`.
 The search space lives in conf/tune.yaml. Outputs in RUN_DIR: best_config.yaml (a TrainConfig
 that `train --config` accepts), trials.csv (one row per trial), trials/<trial>/fold-K/ (each
 trial's metrics and TensorBoard logs), ray_results/ (Tune's experiment, for --resume and the
