@@ -36,17 +36,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 from seg_quality import SHARED, real_items  # noqa: E402
 
 
-def module_at(ref: str, directory: Path):
-    """hpa_ray/segment/backends/classical.py as of `ref`, loaded as a module of its own."""
-    shown = subprocess.run(["git", "show", f"{ref}:{SOURCE}"], cwd=ROOT, capture_output=True, text=True)
+def module_at(ref: str, directory: Path, source: str = SOURCE, name: str = "classical_before"):
+    """`source` (by default hpa_ray/segment/backends/classical.py) as of `ref`, loaded as a module
+    of its own named `name`."""
+    shown = subprocess.run(["git", "show", f"{ref}:{source}"], cwd=ROOT, capture_output=True, text=True)
     if shown.returncode:
-        sys.exit(f"--before {ref}: git show found no {SOURCE} there ({shown.stderr.strip()}); commits before the "
-                 "stage packages (e42d4ac) had hpa_ray/backends/classical.py: run this script from a checkout of "
+        sys.exit(f"--before {ref}: git show found no {source} there ({shown.stderr.strip()}); commits before the "
+                 "stage packages (e42d4ac) kept the package's modules elsewhere: run this script from a checkout of "
                  "that time to compare with them")  # fmt: skip
-    source = shown.stdout
-    path = directory / "classical_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("classical_before", path)
+    path = directory / f"{name}.py"
+    path.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -30,6 +30,9 @@ _CLASS_WEIGHTS = np.array([8, 2, 3, 2, 3, 3, 2, 3, 2, 2, 2, 1, 2, 4, 3, 1, 5, 3]
 _MIN_VISIBLE_AREA = 20000  # px: smaller slivers at the border are dropped (segmenters drop them too)
 _MIN_VISIBLE_NUCLEUS = 4000  # px: likewise for cells whose nucleus lies mostly outside
 _LOW = 4  # geometry is drawn at 1/_LOW resolution, then upsampled
+_RADIUS = (150, 260)  # px: a cell's radius is drawn from this range …
+_WOBBLE = 0.2  # … and varies round the cell by two waves, each of at most this share
+_MAX_RADIUS = _RADIUS[1] * (1 + 2 * _WOBBLE)
 
 
 @dataclass
@@ -65,22 +68,32 @@ def _geometry(size: int, cfg: SynthConfig, rng: np.random.Generator) -> tuple[np
     nuclei = np.zeros((low, low), np.uint16)
     thickness = np.zeros((low, low), np.float32)
     for k, (cy, cx) in enumerate(centres, start=1):
-        dy, dx = yy - cy, xx - cx
+        # Only the window that can hold the cell is computed: the same values as over the
+        # whole image, 1/8 of the work at 2048² (a cell's radius is at most _MAX_RADIUS).
+        win = (_window(cy, low), _window(cx, low))
+        dy, dx = yy[win] - cy, xx[win] - cx
         theta = np.arctan2(dy, dx)
-        wobble = sum(rng.uniform(0, 0.2) * np.cos(j * theta + rng.uniform(0, 6.3)) for j in (2, 3))
-        radius = rng.uniform(150, 260) * (1 + wobble)
+        wobble = sum(rng.uniform(0, _WOBBLE) * np.cos(j * theta + rng.uniform(0, 6.3)) for j in (2, 3))
+        radius = rng.uniform(*_RADIUS) * (1 + wobble)
         dist = np.hypot(dy, dx) / radius
-        mine = (dist < 1) & (dist * 200 + warp < best)
-        best[mine] = (dist * 200 + warp)[mine]
-        cells[mine] = k
-        thickness[mine] = 1 - dist[mine]
+        mine = (dist < 1) & (dist * 200 + warp[win] < best[win])
+        best[win][mine] = (dist * 200 + warp[win])[mine]
+        cells[win][mine] = k
+        thickness[win][mine] = 1 - dist[mine]
         a, b, ang = rng.uniform(40, 70), rng.uniform(30, 50), rng.uniform(0, np.pi)
         u = (dx * np.cos(ang) + dy * np.sin(ang)) / a
         v = (-dx * np.sin(ang) + dy * np.cos(ang)) / b
-        nuclei[(u * u + v * v < 1) & (dist < 1)] = k
+        nuclei[win][(u * u + v * v < 1) & (dist < 1)] = k
     nuclei[nuclei != cells] = 0  # a nucleus stays inside its own cell
     thickness = cv2.resize(thickness, (size, size), interpolation=cv2.INTER_LINEAR)
     return _upsample(cells, size), _upsample(nuclei, size), thickness
+
+
+def _window(centre: float, low: int) -> slice:
+    """The rows (or columns) of the 1/_LOW grid within _MAX_RADIUS of `centre` (full-size px)."""
+    first = int(np.floor((centre - _MAX_RADIUS) / _LOW))
+    last = int(np.ceil((centre + _MAX_RADIUS) / _LOW))
+    return slice(min(max(first, 0), low), min(max(last + 1, 0), low))
 
 
 def _upsample(labels: np.ndarray, size: int) -> np.ndarray:
@@ -164,7 +177,10 @@ def make_image(size: int, cfg: SynthConfig, rng: np.random.Generator) -> SynthIm
         green = paint_green(list(np.flatnonzero(cell_labels[k - 1])), geom, rng)
         img[_G][box] += green * cell
         img[_Y][box] *= 1 + 0.8 * cv2.GaussianBlur(nuc.astype(np.float32), (0, 0), 30)
-    img = cv2.GaussianBlur(img.transpose(1, 2, 0), (0, 0), 1.2).transpose(2, 0, 1)
+    blurred = np.empty_like(img)  # channel by channel: the same values as one (H, W, 4) blur, 1/3 of the time
+    for c in range(len(CHANNELS)):
+        cv2.GaussianBlur(img[c], (0, 0), 1.2, dst=blurred[c])
+    img = blurred
     gain = 0.6 + 0.6 * _texture((size // 16, size // 16), 4, rng)  # uneven illumination
     img *= cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)[None]
     img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)

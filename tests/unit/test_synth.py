@@ -7,7 +7,7 @@ import pytest
 from hpa_ray.core.masks import decode_mask
 from hpa_ray.core.schema import CHANNELS, NEGATIVE, parse_labels
 from hpa_ray.synth.config import SynthConfig
-from hpa_ray.synth.generate import main, make_image
+from hpa_ray.synth.generate import _LOW, _MAX_RADIUS, _window, main, make_image
 
 
 def _digest(directory):
@@ -68,6 +68,20 @@ def test_touching_cells_and_nuclei_inside_cells():
     assert np.all(s.cells[s.nuclei > 0] == s.nuclei[s.nuclei > 0])
     horiz = (s.cells[:, 1:] != s.cells[:, :-1]) & (s.cells[:, 1:] > 0) & (s.cells[:, :-1] > 0)
     assert horiz.any(), "some neighbours touch"
+
+
+def test_a_cells_window_holds_every_grid_point_within_its_largest_radius():
+    """_geometry draws each cell over its window of the 1/_LOW grid only: the window must hold
+    every grid point closer to the centre than the largest radius, clipped to the grid (centres
+    lie up to 5% outside the image)."""
+    low = 256
+    coords = np.arange(low) * _LOW
+    for centre in (-0.05 * 1024, -400.0, 0.0, 37.3, 511.9, 1023.0, 1.05 * 1024, 1500.0):
+        window = _window(centre, low)
+        assert 0 <= window.start <= window.stop <= low
+        near = np.flatnonzero(np.abs(coords - centre) < _MAX_RADIUS)
+        assert set(near) <= set(range(low)[window]), centre
+        assert window.stop - window.start <= 2 * _MAX_RADIUS / _LOW + 2, "no more than it needs"
 
 
 @pytest.mark.slow
