@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -132,6 +133,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """This process's Ray (the stages tier's `ray_local`, or one a stage function started) stops
+    after the last test of the stages tier: the e2e tests start Rays of their own in
+    subprocesses, and this one would idle through their ~25 minutes with its workers' memory and
+    5% of the CPUs (`bench/idle_ray_cpu.py`; a CPU-bound job beside it was not measurably slower,
+    so this is tidiness, not speed)."""
+    ray = sys.modules.get("ray")
+    last_stages_test = "stages" in item.keywords and (nextitem is None or "stages" not in nextitem.keywords)
+    if last_stages_test and ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def pytest_sessionfinish(session):
