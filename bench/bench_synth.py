@@ -61,10 +61,14 @@ def main() -> None:
     parser.add_argument("--generate", type=int, default=0, help="also time generate() of this many images")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    sizes, seeds = [int(s) for s in args.sizes.split(",")], list(range(args.seeds))
     with tempfile.TemporaryDirectory() as tmp:
         before = module_at(args.before, Path(tmp), source="hpa_ray/synth/generate.py", name="synth_before")
-    sys.modules[before.__name__] = before  # generate's worker processes find its functions by module name
+        sys.modules[before.__name__] = before  # generate's worker processes find its functions by module name
+        _compare(before, args)
+
+
+def _compare(before, args) -> None:
+    sizes, seeds = [int(s) for s in args.sizes.split(",")], list(range(args.seeds))
     result = {"before": args.before, "machine": platform.processor() or platform.machine(), "sizes": {}}
     for size in sizes:
         same = sum(

@@ -31,8 +31,9 @@ _MIN_VISIBLE_AREA = 20000  # px: smaller slivers at the border are dropped (segm
 _MIN_VISIBLE_NUCLEUS = 4000  # px: likewise for cells whose nucleus lies mostly outside
 _LOW = 4  # geometry is drawn at 1/_LOW resolution, then upsampled
 _RADIUS = (150, 260)  # px: a cell's radius is drawn from this range …
-_WOBBLE = 0.2  # … and varies round the cell by two waves, each of at most this share
-_MAX_RADIUS = _RADIUS[1] * (1 + 2 * _WOBBLE)
+_WAVES = (2, 3)  # … and varies round the cell by waves of these frequencies, …
+_WOBBLE = 0.2  # … each of at most this share of the radius
+_MAX_RADIUS = _RADIUS[1] * (1 + len(_WAVES) * _WOBBLE)
 
 
 @dataclass
@@ -73,7 +74,7 @@ def _geometry(size: int, cfg: SynthConfig, rng: np.random.Generator) -> tuple[np
         win = (_window(cy, low), _window(cx, low))
         dy, dx = yy[win] - cy, xx[win] - cx
         theta = np.arctan2(dy, dx)
-        wobble = sum(rng.uniform(0, _WOBBLE) * np.cos(j * theta + rng.uniform(0, 6.3)) for j in (2, 3))
+        wobble = sum(rng.uniform(0, _WOBBLE) * np.cos(j * theta + rng.uniform(0, 6.3)) for j in _WAVES)
         radius = rng.uniform(*_RADIUS) * (1 + wobble)
         dist = np.hypot(dy, dx) / radius
         mine = (dist < 1) & (dist * 200 + warp[win] < best[win])
@@ -177,10 +178,7 @@ def make_image(size: int, cfg: SynthConfig, rng: np.random.Generator) -> SynthIm
         green = paint_green(list(np.flatnonzero(cell_labels[k - 1])), geom, rng)
         img[_G][box] += green * cell
         img[_Y][box] *= 1 + 0.8 * cv2.GaussianBlur(nuc.astype(np.float32), (0, 0), 30)
-    blurred = np.empty_like(img)  # channel by channel: the same values as one (H, W, 4) blur, 1/3 of the time
-    for c in range(len(CHANNELS)):
-        cv2.GaussianBlur(img[c], (0, 0), 1.2, dst=blurred[c])
-    img = blurred
+    img = cv2.GaussianBlur(img.transpose(1, 2, 0), (0, 0), 1.2).transpose(2, 0, 1)
     gain = 0.6 + 0.6 * _texture((size // 16, size // 16), 4, rng)  # uneven illumination
     img *= cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)[None]
     img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)
