@@ -97,15 +97,18 @@ def _start_holder(work: Path) -> subprocess.Popen:
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stops the holder and waits until its Ray's processes are gone."""
+def _ray_processes() -> set[int]:
     import psutil
 
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")}
+
+
+def _stop(proc: subprocess.Popen, others: set[int]) -> None:
+    """Stops the holder and waits until its Ray's processes (those not in `others`) are gone."""
     proc.terminate()
     proc.wait(60)
     deadline = time.time() + 60
-    while time.time() < deadline and any(p.info["name"] in ("raylet", "gcs_server")
-                                         for p in psutil.process_iter(["name"])):  # fmt: skip
+    while time.time() < deadline and _ray_processes() - others:
         time.sleep(1)
     time.sleep(2)
 
@@ -123,12 +126,13 @@ def main() -> int:
         if alone_first:
             alone = _workload(args.steps)
         with tempfile.TemporaryDirectory() as tmp:
+            others = _ray_processes()
             holder = _start_holder(Path(tmp))
             try:
                 idle = _busy_share(args.idle) if k == 0 else None
                 beside = _workload(args.steps)
             finally:
-                _stop(holder)
+                _stop(holder, others)
         if not alone_first:
             alone = _workload(args.steps)
         result["rounds"].append({"beside_idle_ray_s": beside, "alone_s": alone, "idle_ray_busy_share": idle})

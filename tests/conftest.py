@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -138,14 +137,18 @@ def pytest_collection_modifyitems(config, items):
 @pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
 def pytest_runtest_teardown(item, nextitem):
     """This process's Ray (the stages tier's `ray_local`, or one a stage function started) stops
-    after the last test of the stages tier: the e2e tests start Rays of their own in
-    subprocesses, and this one would idle through their ~25 minutes with its workers' memory and
-    5% of the CPUs (`bench/idle_ray_cpu.py`; a CPU-bound job beside it was not measurably slower,
-    so this is tidiness, not speed)."""
-    ray = sys.modules.get("ray")
-    last_stages_test = "stages" in item.keywords and (nextitem is None or "stages" not in nextitem.keywords)
-    if last_stages_test and ray is not None and ray.is_initialized():
-        ray.shutdown()
+    after the stages tier's last test: the e2e tests start Rays of their own in subprocesses, and
+    this one would idle through their ~25 minutes with its workers' memory and 5% of the CPUs
+    (`bench/idle_ray_cpu.py`; a CPU-bound job beside it was not measurably slower, so this is
+    tidiness, not speed)."""
+    if "stages" not in item.keywords or (nextitem is not None and "stages" in nextitem.keywords):
+        return
+    items = item.session.items
+    if any("stages" in later.keywords for later in items[items.index(item) + 1 :]):
+        return  # the tiers mixed (--ff, --nf): a later stages test still needs this Ray
+    from hpa_ray.runtime.session import shutdown_ray
+
+    shutdown_ray()
 
 
 def pytest_sessionfinish(session):

@@ -89,13 +89,19 @@ def exit_code_after_shutdown(code: int) -> int:
     """For a stage CLI's last step: stop this process's Ray now and pass `code` on. Left to
     the exit hook, Ray first sleeps 0.5 s so that workers' lines reach the console; a quiet CLI
     sends them to Ray's session logs, so it need not wait (a verbose one still does)."""
-    ray = sys.modules.get("ray")  # a CLI that never started Ray does not import it here
     from hpa_ray.runtime import console
 
-    if ray is not None and ray.is_initialized() and console.quiet():
+    if console.quiet():
+        shutdown_ray()
+    return code
+
+
+def shutdown_ray() -> None:
+    """Stop this process's Ray, where it started or joined one."""
+    ray = sys.modules.get("ray")  # a process that never started Ray does not import it here
+    if ray is not None and ray.is_initialized():
         _stop_autoscaler_monitor()
         ray.shutdown()
-    return code
 
 
 def _stop_autoscaler_monitor() -> None:
