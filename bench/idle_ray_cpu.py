@@ -23,15 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs a small segment and fold training on an embedded Ray, says "ready", and idles until killed.
 HOLDER = r"""
 import sys, time
 from pathlib import Path
-import pandas as pd
 from hpa_ray.folds.config import FoldsConfig
-from hpa_ray.folds.stratify import make_folds, read_label_matrix
+from hpa_ray.folds.stratify import write_folds
 from hpa_ray.runtime import session
 from hpa_ray.segment.config import SegmentConfig
 from hpa_ray.segment.stage import run_segment
@@ -43,8 +44,7 @@ root = Path(sys.argv[1])
 session.init_ray(num_cpus=2)
 data = generate(root / "synth", n_images=6, seed=4, cfg=SynthConfig(size=1024))
 run_segment(data / "images", root / "seg", SegmentConfig(crop_size=32), data / "labels.csv")
-ids, y = read_label_matrix(data / "labels.csv")
-pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(root / "folds.csv", index=False)
+write_folds(data / "labels.csv", root / "folds.csv", FoldsConfig(n_folds=3))
 fit_fold(root / "seg" / "cells", root / "folds.csv", 0, root / "run", TrainConfig(model="tiny", epochs=2, patience=2))
 print("ready", flush=True)
 time.sleep(3600)
@@ -70,16 +70,8 @@ print(time.perf_counter() - start)
 
 
 def _busy_share(seconds: float) -> float:
-    """Share of all CPUs busy (not idle, not iowait) over `seconds`, from /proc/stat."""
-
-    def read():
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        return sum(values) - values[3] - values[4], sum(values)
-
-    busy0, total0 = read()
-    time.sleep(seconds)
-    busy1, total1 = read()
-    return (busy1 - busy0) / max(total1 - total0, 1)
+    """Share of all CPUs busy over the next `seconds`."""
+    return psutil.cpu_percent(interval=seconds) / 100
 
 
 def _workload(steps: int) -> float:
@@ -98,8 +90,6 @@ def _start_holder(work: Path) -> subprocess.Popen:
 
 
 def _ray_processes() -> set[int]:
-    import psutil
-
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")}
 
 

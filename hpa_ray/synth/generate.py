@@ -7,6 +7,7 @@ image_width, mask_rle, labels). Deterministic for a given seed.
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -92,8 +93,8 @@ def _geometry(size: int, cfg: SynthConfig, rng: np.random.Generator) -> tuple[np
 
 def _window(centre: float, low: int) -> slice:
     """The rows (or columns) of the 1/_LOW grid within _MAX_RADIUS of `centre` (full-size px)."""
-    first = int(np.floor((centre - _MAX_RADIUS) / _LOW))
-    last = int(np.ceil((centre + _MAX_RADIUS) / _LOW))
+    first = math.floor((centre - _MAX_RADIUS) / _LOW)
+    last = math.ceil((centre + _MAX_RADIUS) / _LOW)
     return slice(min(max(first, 0), low), min(max(last + 1, 0), low))
 
 
