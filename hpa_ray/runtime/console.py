@@ -175,10 +175,13 @@ class Progress:
     LINE = "  {desc}: {n_fmt}/{total_fmt}{unit}  {rate_fmt}  ETA {remaining}"
     BAR = "  {desc}: {n_fmt}/{total_fmt}{unit} |{bar}| {rate_fmt}  ETA {remaining}"
 
-    def __init__(self, what: str, total: int, count, unit: str = "images", every: float = 10.0):
+    EVERY = 10.0  # seconds between lines off a terminal: a few lines per step
+
+    def __init__(self, what: str, total: int, count, unit: str = "images", every: float | None = None):
         import threading
 
-        self.what, self.total, self.count, self.unit, self.every = what, total, count, f" {unit}", every
+        self.what, self.total, self.count, self.unit = what, total, count, f" {unit}"
+        self.every = every or self.EVERY
         self._stop, self._thread = threading.Event(), threading.Thread(target=self._run, daemon=True)
         self._bar = None
 

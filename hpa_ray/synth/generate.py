@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from hpa_ray.core.cells import cut_cells
 from hpa_ray.core.config import load_config, write_resolved
 from hpa_ray.core.schema import CHANNELS, NEGATIVE, NUM_CLASSES, format_labels
-from hpa_ray.runtime import cli
+from hpa_ray.runtime import cli, console
 from hpa_ray.synth.config import SynthConfig
 from hpa_ray.synth.patterns import CellGeometry, _texture, paint_green
 
@@ -219,8 +219,9 @@ def generate(out: str | Path, n_images: int, seed: int, cfg: SynthConfig, worker
     seqs = np.random.SeedSequence(seed).spawn(n_images)
     jobs = [(out, i, cfg.size, cfg, s) for i, s in zip(image_ids(n_images, seed), seqs)]
     workers = workers or min(os.cpu_count() or 1, max(1, n_images))
-    with ProcessPoolExecutor(workers) as pool:
-        results = list(pool.map(_write_one, jobs))
+    results: list[tuple[str, str, list[dict]]] = []
+    with ProcessPoolExecutor(workers) as pool, console.Progress("synth", n_images, lambda: len(results)):
+        results.extend(pool.map(_write_one, jobs))  # in order; the count moves as each arrives
     pd.DataFrame([(i, lab) for i, lab, _ in results], columns=["ID", "Label"]).to_csv(out / "labels.csv", index=False)
     truth = pd.DataFrame([row for *_, rows in results for row in rows])
     truth.to_parquet(out / "truth.parquet", index=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 CROP = 64  # the crop size of `cells`
@@ -36,7 +35,7 @@ def cells(ray_local, tmp_path_factory):
 
 def _segment_synthetic_cells(root: Path) -> None:
     from hpa_ray.folds.config import FoldsConfig
-    from hpa_ray.folds.stratify import make_folds, read_label_matrix
+    from hpa_ray.folds.stratify import write_folds
     from hpa_ray.segment.config import SegmentConfig
     from hpa_ray.segment.stage import run_segment
     from hpa_ray.synth.config import SynthConfig
@@ -44,7 +43,4 @@ def _segment_synthetic_cells(root: Path) -> None:
 
     data = generate(root / "synth", n_images=16, seed=4, cfg=SynthConfig(size=2048))
     run_segment(data / "images", root / "seg", SegmentConfig(crop_size=CROP), data / "labels.csv")
-    ids, y = read_label_matrix(data / "labels.csv")
-    pd.DataFrame({"image_id": ids, "fold": make_folds(y, FoldsConfig(n_folds=3))}).to_csv(
-        root / "folds.csv", index=False
-    )
+    write_folds(data / "labels.csv", root / "folds.csv", FoldsConfig(n_folds=3))

@@ -6,6 +6,7 @@ import pytest
 
 from hpa_ray.core.masks import decode_mask
 from hpa_ray.core.schema import CHANNELS, NEGATIVE, parse_labels
+from hpa_ray.runtime import console
 from hpa_ray.synth.config import SynthConfig
 from hpa_ray.synth.generate import _LOW, _MAX_RADIUS, _window, main, make_image
 
@@ -18,8 +19,12 @@ def _digest(directory):
     return h.hexdigest()
 
 
-def test_cli_writes_kaggle_layout_and_truth(tmp_path):
+def test_cli_writes_kaggle_layout_and_truth(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(console.Progress, "EVERY", 0.02)  # the 10 s of a real run: no line in a test's time
     assert main(["--out", str(tmp_path / "a"), "--n-images", "3", "--seed", "5", "--size", "1024"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert any("synth: " in line and "/3 images" in line and "ETA" in line for line in printed), printed
+    assert printed[-1].startswith("wrote 3 images") and str(tmp_path / "a") in printed[-1]
     out = tmp_path / "a"
     labels = pd.read_csv(out / "labels.csv", dtype=str)
     assert list(labels.columns) == ["ID", "Label"] and len(labels) == 3
