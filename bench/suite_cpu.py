@@ -40,12 +40,14 @@ def pytest_addoption(parser):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     path = item.config.getoption("--suite-cpu")
+    if not path:
+        yield
+        return
     wall, cpu = time.time(), busy_cpu_seconds()
     yield
-    if path:
-        record = {"id": item.nodeid, "wall": time.time() - wall, "cpu": busy_cpu_seconds() - cpu}
-        with open(path, "a") as out:
-            out.write(json.dumps(record) + "\n")
+    record = {"id": item.nodeid, "wall": time.time() - wall, "cpu": busy_cpu_seconds() - cpu}
+    with open(path, "a") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 def tier_of(nodeid: str) -> str:
