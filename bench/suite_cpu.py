@@ -2,7 +2,7 @@
 
 Is the README's test command bound by waits (Ray starting, a node's loss being noticed) or by
 the CPU work of its tests? Wall time alone cannot say; this records both. The CPU is the whole
-machine's busy time (Linux /proc/stat, every core), so it counts what a test starts: Ray's
+machine's busy time (psutil's cpu_times, every core), so it counts what a test starts: Ray's
 processes, subprocesses, threads. Run nothing else beside it.
 
     PYTHONPATH=bench python -m pytest -q -p suite_cpu --suite-cpu out/suite_cpu.jsonl
@@ -23,14 +23,20 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
 import pytest
 
 
 def busy_cpu_seconds() -> float:
-    """Seconds every core of the machine has been busy since boot (not idle, not waiting on I/O)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+    """Seconds every core of the machine has been busy since boot (not idle, not waiting on I/O;
+    guest time is inside user time already)."""
+    times = psutil.cpu_times()._asdict()
+    return sum(value for key, value in times.items() if key not in ("idle", "iowait", "guest", "guest_nice"))
+
+
+def busy_share(cpu_s: float, wall_s: float, cores: int) -> float:
+    """The share of the cores kept busy: CPU / (wall × cores)."""
+    return cpu_s / (wall_s * cores) if wall_s else 0.0
 
 
 def pytest_addoption(parser):
@@ -66,7 +72,7 @@ def summarise(records: list[dict], cores: int) -> dict:
             sums[key]["wall_s"] += record["wall"]
             sums[key]["cpu_s"] += record["cpu"]
     for row in sums.values():
-        row["busy"] = row["cpu_s"] / (row["wall_s"] * cores) if row["wall_s"] else 0.0
+        row["busy"] = busy_share(row["cpu_s"], row["wall_s"], cores)
     total = sums.pop("total", {"tests": 0, "wall_s": 0.0, "cpu_s": 0.0, "busy": 0.0})
     return {"tiers": dict(sums), "total": total, "floor_s": total["cpu_s"] / cores}
 
@@ -84,7 +90,7 @@ def main() -> None:
         print(f"{name:8} {row['tests']:5d} {row['wall_s']:8.0f} {row['cpu_s']:8.0f} {row['busy']:5.0%}")
     print(f"floor on {args.cores} cores: {summary['floor_s']:.0f} s ({summary['floor_s'] / 60:.1f} min)\n")
     for record in sorted(records, key=lambda r: -r["wall"])[: args.top]:
-        busy = record["cpu"] / (record["wall"] * args.cores) if record["wall"] else 0.0
+        busy = busy_share(record["cpu"], record["wall"], args.cores)
         print(f"{record['wall']:7.1f} s {record['cpu']:7.1f} CPU-s {busy:4.0%}  {record['id']}")
 
 

@@ -1,14 +1,17 @@
 """Test helpers of more than one tier, or that Ray workers import: process groups, a worker
 killed mid-training, a Ray Train loop whose score falls, a run of fold models, a page as
-headless Chromium renders it, a fixture's files made once for all pytest-xdist workers."""
+headless Chromium renders it, a fixture's files made once for all pytest-xdist workers, a
+bench/ script as a module."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -170,3 +173,13 @@ def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Pa
             make(directory)
             done.touch()
     return directory
+
+
+def bench_module(name: str):
+    """bench/NAME.py as a module (bench/ is not a package), registered in sys.modules under NAME
+    (a dataclass looks its module up there)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

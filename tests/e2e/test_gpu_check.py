@@ -6,7 +6,6 @@ in one go (bench/README.md) works and reports what docs/lab/benchmarks.md record
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import bench_module
 
 ROOT = Path(__file__).resolve().parents[2]
 UTILISATION = ("gpu_util_mean", "gpu_util_max", "gpu_mem_max_mib", "cpu_util_mean")
@@ -30,15 +31,6 @@ FIELDS = {
 }  # fmt: skip
 
 
-def _gpu_check():
-    """bench/gpu_check.py as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run(out: Path, *args: str, env: dict | None = None) -> dict:
     proc = subprocess.run([sys.executable, "bench/gpu_check.py", str(out), "--size", "tiny", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=1500, env={**os.environ, **(env or {})})  # fmt: skip
@@ -51,7 +43,7 @@ def test_every_step_writes_every_field_and_a_failed_step_does_not_stop_the_rest(
     # The first step is made to fail (GPU_CHECK_FAIL_STEP): its error is recorded and every
     # later step still runs (one run of the script for both checks: each costs minutes here).
     # The demo step's run is the quick demo's (test_cli): its record is checked below on that run.
-    all_steps = _gpu_check().STEPS
+    all_steps = bench_module("gpu_check").STEPS
     assert set(FIELDS) == set(all_steps), "every step's fields are listed here"
     steps = ",".join(step for step in all_steps if step != "demo")
     report = _run(tmp_path / "out", "--budget", "1400", "--steps", steps, env={"GPU_CHECK_FAIL_STEP": "pytest_gpu"})
@@ -90,7 +82,7 @@ def test_the_demo_step_records_the_demos_scores(quick_demo, monkeypatch, tmp_pat
     every field, the scores as evaluation.json has them."""
     out, demo = quick_demo
     assert out.returncode == 0, out.stderr[-3000:]
-    gpu_check = _gpu_check()
+    gpu_check = bench_module("gpu_check")
     asked = {}
 
     def finished_demo(work, seed, quick, model):

@@ -3,21 +3,15 @@ sums them by tier."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import bench_module
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _suite_cpu():
-    spec = importlib.util.spec_from_file_location("suite_cpu", ROOT / "bench" / "suite_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_plugin_records_a_busy_test_and_an_idle_one(tmp_path):
@@ -43,7 +37,7 @@ def test_the_summary_sums_by_tier_and_gives_the_floor():
                {"id": "tests/unit/test_a.py::test_y", "wall": 1.0, "cpu": 1.0},
                {"id": "tests/e2e/test_b.py::test_z", "wall": 10.0, "cpu": 15.0},
                {"id": "test_c.py::test_w", "wall": 1.0, "cpu": 0.0}]  # fmt: skip
-    summary = _suite_cpu().summarise(records, cores=2)
+    summary = bench_module("suite_cpu").summarise(records, cores=2)
     assert summary["tiers"]["unit"] == {"tests": 2, "wall_s": 3.0, "cpu_s": 3.0, "busy": 0.5}
     assert summary["tiers"]["e2e"]["busy"] == 0.75 and summary["tiers"]["other"]["tests"] == 1
     assert summary["total"]["tests"] == 4 and summary["total"]["cpu_s"] == 18.0
