@@ -132,12 +132,17 @@ def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> 
 
 
 def _explain(data: bytes) -> str:
-    """Why cv2 could not decode a file's bytes (PIL's words are clearer)."""
-    from PIL import Image
+    """Why cv2 could not decode a file's bytes (PIL's words are clearer, except where it does
+    not know the format: its message then names only an in-memory buffer)."""
+    from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        return "the file is empty (0 bytes)"
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+    except UnidentifiedImageError:
+        return f"not an image format that can be read ({len(data):,} bytes starting {data[:8]!r}; expected PNG or TIFF)"
     except Exception as exc:  # noqa: BLE001 - any reason is the answer
         return str(exc) or type(exc).__name__
     return "the decoder returned nothing"

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -138,6 +140,12 @@ def test_decode_errors_say_what_and_where(tmp_path):
         f.truncate(len(f.read()) // 2)
     with pytest.raises(ImageError, match="cannot decode a_red.png"):
         read_channel(paths[0])
+    Path(paths[1]).write_bytes(b"")
+    with pytest.raises(ImageError, match=r"cannot decode a_green.png: the file is empty \(0 bytes\)$"):
+        read_channel(paths[1])
+    Path(paths[2]).write_bytes(b"<html>not found</html>")
+    with pytest.raises(ImageError, match=r"a_blue.png: not an image .*22 bytes starting b'<html>no'; expected PNG"):
+        read_channel(paths[2])
     rgb = tmp_path / "b_red.png"
     cv2.imwrite(str(rgb), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ImageError, match="b_red.png has 3 colour channels"):
