@@ -136,8 +136,6 @@ def _explain(data: bytes) -> str:
     not know the format: its message then names only an in-memory buffer)."""
     from PIL import Image, UnidentifiedImageError
 
-    if not data:
-        return "the file is empty (0 bytes)"
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
@@ -179,7 +177,9 @@ def _decode_channel(path: str) -> np.ndarray:
         encoded = storage.read_bytes(path)
     except OSError as exc:  # gone since the listing, unreadable, storage unreachable
         raise ImageError(f"cannot read {name}: {exc}") from None
-    data = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED) if encoded else None
+    if not encoded:
+        raise ImageError(f"cannot decode {name}: the file is empty (0 bytes)")
+    data = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise ImageError(f"cannot decode {name}: {_explain(encoded)}")
     if data.ndim != 2:
