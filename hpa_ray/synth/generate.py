@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +214,19 @@ def _write_one(args: tuple[Path, str, int, SynthConfig, np.random.SeedSequence])
     return image_id, format_labels(s.image_labels), rows
 
 
+def _exit_with_parent(parent: int) -> None:
+    """(Each pool worker's initializer.) A worker whose parent is killed (kill -9, the OOM killer)
+    exits within a second: left alone it would wait forever on its task queue, whose pipe it
+    holds open itself (forked)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def generate(out: str | Path, n_images: int, seed: int, cfg: SynthConfig, workers: int | None = None) -> Path:
     """Write n_images synthetic images, labels.csv and truth.parquet under `out`."""
     out = Path(out)
@@ -220,7 +235,8 @@ def generate(out: str | Path, n_images: int, seed: int, cfg: SynthConfig, worker
     jobs = [(out, i, cfg.size, cfg, s) for i, s in zip(image_ids(n_images, seed), seqs)]
     workers = workers or min(os.cpu_count() or 1, max(1, n_images))
     results: list[tuple[str, str, list[dict]]] = []
-    with ProcessPoolExecutor(workers) as pool, console.Progress("synth", n_images, lambda: len(results)):
+    pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
+    with pool, console.Progress("synth", n_images, lambda: len(results)):
         results.extend(pool.map(_write_one, jobs))  # in order; the count moves as each arrives
     pd.DataFrame([(i, lab) for i, lab, _ in results], columns=["ID", "Label"]).to_csv(out / "labels.csv", index=False)
     truth = pd.DataFrame([row for *_, rows in results for row in rows])

@@ -94,3 +94,30 @@ def test_3072_and_16_bit(tmp_path):
     s = make_image(3072, SynthConfig(size=3072, bit_depth=16), np.random.default_rng(1))
     assert s.image.shape == (4, 3072, 3072) and s.image.dtype == np.uint16
     assert s.cells.max() >= 15 and s.image.max() > 255
+
+
+def test_pool_workers_exit_when_the_synth_process_is_killed(tmp_path):
+    # kill -9 (or the OOM killer) on `synth` must not leave its pool's workers waiting forever.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "synth"
+    proc = subprocess.Popen([sys.executable, "-m", "hpa_ray.synth", "--out", str(out), "--n-images", "400", "--size", "512"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not list((out / "images").glob("*_yellow.png")) and time.time() < deadline:
+            time.sleep(0.2)
+        workers = psutil.Process(proc.pid).children()
+        assert workers, f"the pool's workers have started (exit status {proc.poll()})"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    for worker in alive:
+        worker.kill()
+    assert not alive, f"{len(alive)} of {len(workers)} pool workers outlived their killed parent"
