@@ -106,8 +106,9 @@ def test_pool_workers_exit_when_the_synth_process_is_killed(tmp_path):
     import psutil
 
     out = tmp_path / "synth"
-    proc = subprocess.Popen([sys.executable, "-m", "hpa_ray.synth", "--out", str(out), "--n-images", "400", "--size", "512"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    args = ["--out", str(out), "--n-images", "400", "--size", "512"]
+    proc = subprocess.Popen([sys.executable, "-m", "hpa_ray.synth", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.time() + 120
         while not list((out / "images").glob("*_yellow.png")) and time.time() < deadline:
