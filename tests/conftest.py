@@ -35,29 +35,6 @@ def real_image_ids() -> list[str]:
     return sorted({p.name.rsplit("_", 1)[0] for p in (HPA_REAL / "images").glob("*_blue.png")})
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _full_demo_beside_the_tests(request, tmp_path_factory):
-    """The full demo (~8 min of both cores: a third of the suite's CPU work) starts with the
-    session, at idle priority (tests.helpers.IdleRun), when its test is to run with others in
-    one process: it takes only the CPU time the other tests leave idle, and its test, near the
-    end, waits for it and checks what it wrote. Run alone, or under pytest-xdist, the test runs
-    the demo itself."""
-    from tests.helpers import FULL_DEMO_RUN, FULL_DEMO_TEST, IdleRun, full_demo_args
-
-    names = {item.name for item in request.session.items}
-    run = None
-    if not PARALLEL and FULL_DEMO_TEST in names and len(names) > 1:
-        directory = tmp_path_factory.mktemp("full_demo")
-        # Its processes may wait long for a CPU while the tests run: Ray's deadlines for a
-        # worker process to start (60 s) and for a training's workers to start (60 s) widened.
-        env = {**os.environ, "RAY_worker_register_timeout_seconds": "900",
-               "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "900"}  # fmt: skip
-        run = request.config.stash[FULL_DEMO_RUN] = IdleRun(full_demo_args(directory / "demo"), directory, env)
-    yield
-    if run is not None:
-        run.stop()
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     missing = [name for name in _SHARED_NEEDS if not (SHARED_DATA / name).exists()]

@@ -1,5 +1,4 @@
-"""Test helpers of more than one tier, or that Ray workers import: process groups (one run at
-idle priority beside the tests: the full demo), a worker
+"""Test helpers of more than one tier, or that Ray workers import: process groups, a worker
 killed mid-training, a Ray Train loop whose score falls, a run of fold models, a page as
 headless Chromium renders it, a fixture's files made once for all pytest-xdist workers, a
 bench/ script as a module."""
@@ -13,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -83,54 +81,6 @@ def run_group(args: list[str], timeout: float, **popen) -> subprocess.CompletedP
     with process_group(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen) as proc:
         out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-
-class IdleRun:
-    """A command started now at idle priority (Linux's SCHED_IDLE, which the Ray it starts and
-    Ray's workers inherit): it gets a CPU only when no other process wants one, so it fills the
-    cores that the other tests leave idle (a quarter of them, docs/lab/runs.md) without slowing
-    them, and runs at full speed once they are done. Its output goes to files in `directory`
-    (a pipe that nobody reads would stall it); `result` waits for it."""
-
-    def __init__(self, args: list[str], directory: Path, env: dict):
-        directory.mkdir(parents=True, exist_ok=True)
-        self.args, self.directory, self.started = args, directory, time.time()
-        with open(directory / "stdout.txt", "w") as out, open(directory / "stderr.txt", "w") as err:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=err, text=True, env=env, start_new_session=True,
-                                         preexec_fn=_idle_priority)  # fmt: skip
-
-    def result(self, timeout: float) -> subprocess.CompletedProcess:
-        """The finished command (its whole process group killed if it runs past `timeout` seconds)."""
-        try:
-            self.proc.wait(timeout=timeout)
-        finally:
-            self.stop()
-        read = lambda name: (self.directory / name).read_text()  # noqa: E731
-        return subprocess.CompletedProcess(self.args, self.proc.returncode, read("stdout.txt"), read("stderr.txt"))
-
-    def stop(self) -> None:
-        """Kill what is left of it: its Ray, its workers, its children."""
-        with suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-
-def _idle_priority() -> None:
-    """(In the child, before exec.) Idle priority; and killed with pytest if pytest is killed
-    before it can stop it (the Ray it starts shares its fate)."""
-    import ctypes
-
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-FULL_DEMO_TEST = "test_full_demo_model_beats_the_prior"
-FULL_DEMO_RUN = pytest.StashKey[IdleRun]()  # where tests/conftest.py leaves the full demo it started
-
-
-def full_demo_args(out: Path) -> list[str]:
-    """The README's main command at its default size, writing to `out`."""
-    return [sys.executable, "-m", "hpa_ray", "demo", "--out", str(out)]
 
 
 def _chromium(profile: Path) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import FULL_DEMO_RUN, full_demo_args, run_group
+from tests.helpers import run_group
 
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -47,23 +47,17 @@ def test_quick_demo_end_to_end(quick_demo):
 
 
 @pytest.mark.slow
-def test_full_demo_model_beats_the_prior(request, tmp_path):
+def test_full_demo_model_beats_the_prior(tmp_path):
     """The README's main command at its default size (~8 min on 2 cores). The bar is below what
-    it scored on unseen seeds (0.70–0.80, docs/lab/quality.md) by more than one run's spread.
-    With other tests in one process the demo started with the session, beside them at idle
-    priority (tests/conftest.py); here it is waited for."""
-    if (beside := request.config.stash.get(FULL_DEMO_RUN, None)) is not None:
-        out, demo = beside.result(timeout=1500), beside.directory / "demo"
-    else:
-        demo = tmp_path / "demo"
-        out = run_group(full_demo_args(demo), timeout=1500, env=ENV)
+    it scored on unseen seeds (0.70–0.80, docs/lab/quality.md) by more than one run's spread."""
+    out = _run("-m", "hpa_ray", "demo", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-3000:]
-    scores = json.loads((demo / "evaluation.json").read_text())
+    scores = json.loads((tmp_path / "demo" / "evaluation.json").read_text())
     assert scores["mAP"] >= max(2 * scores["prior_mAP"], 0.5), scores
     console = out.stdout.splitlines() + out.stderr.splitlines()
     assert len(console) < 150, "\n".join(console)  # a few lines per step; the rest in out/demo/logs/
     # With cached crops the three folds (0.5 CPU each) train at once, even on 2 CPUs.
-    spans = [_trial_span(path) for path in (demo / "runs" / "demo").glob("ray_results/*/*/progress.csv")]
+    spans = [_trial_span(path) for path in (tmp_path / "demo" / "runs" / "demo").glob("ray_results/*/*/progress.csv")]
     assert len(spans) == 3 and max(s for s, _ in spans) < min(e for _, e in spans), spans
 
 
