@@ -1,7 +1,12 @@
 import hashlib
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from hpa_ray.core.masks import decode_mask
@@ -98,13 +103,6 @@ def test_3072_and_16_bit(tmp_path):
 
 def test_pool_workers_exit_when_the_synth_process_is_killed(tmp_path):
     # kill -9 (or the OOM killer) on `synth` must not leave its pool's workers waiting forever.
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
     out = tmp_path / "synth"
     args = ["--out", str(out), "--n-images", "400", "--size", "512"]
     proc = subprocess.Popen([sys.executable, "-m", "hpa_ray.synth", *args], stdout=subprocess.DEVNULL,
@@ -118,7 +116,7 @@ def test_pool_workers_exit_when_the_synth_process_is_killed(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    gone, alive = psutil.wait_procs(workers, timeout=15)
+    _, alive = psutil.wait_procs(workers, timeout=15)
     for worker in alive:
         worker.kill()
     assert not alive, f"{len(alive)} of {len(workers)} pool workers outlived their killed parent"
