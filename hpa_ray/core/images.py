@@ -42,17 +42,27 @@ class Listing:
     unlisted: int = 0  # images in the directory that the labels CSV does not name
 
 
-def read_labels_csv(path: str | Path) -> pd.DataFrame:
-    """Read `ID,Label` as strings; InputError when the file is empty or lacks a column."""
+def read_id_csv(path: str | Path, what: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV of image IDs (a labels or IDs file) as strings, the spaces around its names and
+    values taken off (a hand-edited `ID, Label` or `abc ,0|5` names the same image as Kaggle's
+    own files; IDs never hold them). InputError, naming `what` file, when it is missing or empty
+    or lacks one of `columns`."""
     try:
         df = storage.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        raise InputError(f"labels file {path} does not exist") from None
+        raise InputError(f"{what} file {path} does not exist") from None
     except pd.errors.EmptyDataError:
-        raise InputError(f"labels file {path} is empty") from None
-    missing = [c for c in ("ID", "Label") if c not in df.columns]
+        raise InputError(f"{what} file {path} is empty") from None
+    df.columns = [str(name).strip() for name in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise InputError(f"labels file {path} lacks column(s) {missing}; found {list(df.columns)}")
+        raise InputError(f"{what} file {path} lacks column(s) {missing}; found {list(df.columns)}")
+    return df.apply(lambda column: column.str.strip())
+
+
+def read_labels_csv(path: str | Path) -> pd.DataFrame:
+    """Read `ID,Label` as strings; InputError when the file is empty or lacks a column."""
+    df = read_id_csv(path, "labels", ("ID", "Label"))
     if df.empty:
         raise InputError(f"labels file {path} has a header but no rows")
     return df

@@ -21,7 +21,7 @@ import pandas as pd
 
 from hpa_ray.core import storage
 from hpa_ray.core.config import ConfigError, load_config, with_updates
-from hpa_ray.core.images import InputError, list_images
+from hpa_ray.core.images import InputError, list_images, read_id_csv
 from hpa_ray.core.layout import Fold, TrainingRun
 from hpa_ray.core.locks import owned_by_this_run
 from hpa_ray.core.schema import crops_to_numpy
@@ -198,16 +198,11 @@ class PredictResult:
 
 
 def _read_ids(path: str | Path) -> pd.DataFrame:
-    try:
-        ids = storage.read_csv(path, dtype=str, keep_default_na=False)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        raise InputError(f"IDs file {path} does not exist or is empty") from None
-    if "ID" not in ids.columns:
-        raise InputError(f"IDs file {path} lacks column 'ID'; found {list(ids.columns)}")
+    ids = read_id_csv(path, "IDs", ("ID",))
     doubled = ids.ID[ids.ID.duplicated()]
     if len(doubled):
         raise InputError(f"IDs file {path}: ID {doubled.iloc[0]!r} is listed more than once")
-    empty = ids.index[ids.ID.str.strip() == ""]
+    empty = ids.index[ids.ID == ""]
     if len(empty):
         raise InputError(f"IDs file {path}: line {empty[0] + 2} has an empty ID")
     return ids

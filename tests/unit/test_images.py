@@ -51,6 +51,17 @@ def test_listing_with_labels_reports_each_bad_row(tmp_path):
     assert listing.unlisted == 1  # "extra" has files but no row
 
 
+def test_spaces_around_a_labels_files_names_and_values_are_taken_off(tmp_path):
+    """A hand-edited `ID, Label` file names the same images as Kaggle's own."""
+    _write(tmp_path, "a")
+    _write(tmp_path, "b")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("ID , Label\n a ,5|0 \nb,\t3\n")
+    listing = list_images(tmp_path, csv)
+    assert [(j["image_id"], j["labels_text"]) for j in listing.jobs] == [("a", "0|5"), ("b", "3")]
+    assert not listing.refused and listing.unlisted == 0
+
+
 @pytest.mark.parametrize(
     "content, message",
     [("", "is empty"), ("Id,Labels\na,1\n", "lacks column"), ("ID,Label\n", "no rows")],

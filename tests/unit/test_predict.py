@@ -71,7 +71,7 @@ def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path, capsys):
     write_resolved(TrainConfig(model="efficientnet-b2"), wrong / "fold-1" / "config.yaml")
     with pytest.raises(ModelError, match="not weights of a efficientnet-b2"):
         load_run(wrong, PredictConfig())
-    (tmp_path / "ids.csv").write_text("ID\nx\ny\nx\n")
+    (tmp_path / "ids.csv").write_text("ID\nx\ny\nx \n")  # an ID with a space after it is the same ID
     with pytest.raises(InputError, match="'x' is listed more than once"):
         run_predict(tmp_path, run_dir, tmp_path / "s.csv", PredictConfig(), ids_csv=tmp_path / "ids.csv")
     (tmp_path / "empty").mkdir()
