@@ -73,7 +73,7 @@ def main() -> int:
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
         for line in pipeline.stdout:
             at = round(time.time() - started, 1)
-            if line.startswith("pipeline: ") and ":" not in line[len("pipeline: "):] and ";" not in line:
+            if line.startswith("pipeline: ") and ":" not in line[len("pipeline: ") :] and ";" not in line:
                 stages.append({"stage": line.split()[1], "started_s": at})
                 print(f"[{at:6.1f} s] {line.strip()}", flush=True)
             elif not any(noise in line for noise in ("INFO", "SUCC", "WARNING working_dir", "----")):

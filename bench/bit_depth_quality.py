@@ -41,9 +41,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     items, p = real_items(args.shared), ClassicalConfig()
-    readers = {"full range (65535)": lambda paths: np.stack([to_uint8(cv2.imread(q, cv2.IMREAD_UNCHANGED), 16)
-                                                              for q in paths]),  # fmt: skip
-               "read_image (the depth used)": read_image}
+    readers = {
+        "full range (65535)": lambda paths: np.stack(
+            [to_uint8(cv2.imread(q, cv2.IMREAD_UNCHANGED), 16) for q in paths]
+        ),
+        "read_image (the depth used)": read_image,
+    }
     result: dict = {"8-bit files": f1([match_cells(segment(p, image), truth) for _, image, truth in items])}
     print(f"8-bit files as they are: F1 {result['8-bit files']:.3f}")
     with tempfile.TemporaryDirectory() as tmp:

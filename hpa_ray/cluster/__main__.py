@@ -40,10 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     _name_flag(up)
     up.add_argument("--cpu-scale", type=float, help="CPUs per node = the type's CPUs x this (default: the largest "
                     "worker type gets this machine's cores)")  # fmt: skip
-    up.add_argument("--idle-timeout-minutes", type=float, default=1.0,
-                    help="a worker idle this long is removed (default 1; cluster.yaml's own value is for a cloud)")
-    up.add_argument("--dashboard-port", type=int,
-                    help="default 8265, or a free port when that one is taken; 0: a free port")
+    up.add_argument(
+        "--idle-timeout-minutes",
+        type=float,
+        default=1.0,
+        help="a worker idle this long is removed (default 1; cluster.yaml's own value is for a cloud)",
+    )
+    up.add_argument(
+        "--dashboard-port", type=int, help="default 8265, or a free port when that one is taken; 0: a free port"
+    )
     for command, text in (("down", "stop the local cluster"), ("status", "its nodes and demands"),
                           ("address", "print its dashboard address (for RAY_ADDRESS)")):  # fmt: skip
         _name_flag(commands.add_parser(command, help=text))
@@ -54,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     _name_flag(kill)
     kill.add_argument("node_type", help="a worker node type, e.g. gpu_worker")
     kill.add_argument("--node-id", help="the node to kill (default: the busiest node of the type)")
-    kill.add_argument("--running", metavar="ACTOR_CLASS",
-                      help="a node that runs a live actor of this class, e.g. RayTrainWorker (a fold's worker)")
+    kill.add_argument(
+        "--running",
+        metavar="ACTOR_CLASS",
+        help="a node that runs a live actor of this class, e.g. RayTrainWorker (a fold's worker)",
+    )
     sample = commands.add_parser("sample-data", help="a small synthetic set in jobs/pipeline.sh's layout")
     sample.add_argument("root", help="the directory to write (ROOT of jobs/pipeline.sh)")
     sample.add_argument("--train", type=int, default=12, help="training images (default 12)")

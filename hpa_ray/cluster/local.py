@@ -107,6 +107,12 @@ def scaled_resources(resources: dict, cpu_scale: float) -> dict:
     return out
 
 
+# cluster.yaml's command and sync lists: a local node runs none of them
+_UNUSED_LISTS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                 "head_start_ray_commands", "worker_start_ray_commands", "cluster_synced_files", "rsync_exclude",
+                 "rsync_filter")  # fmt: skip
+
+
 def local_autoscaler_config(cluster: dict, gcs_address: str, cpu_scale: float,
                             idle_timeout_minutes: float | None = None) -> dict:  # fmt: skip
     """The fake-multinode autoscaler config for cluster.yaml's dict `cluster`: same node type
@@ -145,9 +151,7 @@ def local_autoscaler_config(cluster: dict, gcs_address: str, cpu_scale: float,
         "auth": {},
         "available_node_types": types,
         "head_node_type": head,
-        **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
-                               "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
-                               "cluster_synced_files", "rsync_exclude", "rsync_filter")},  # fmt: skip
+        **{key: [] for key in _UNUSED_LISTS},
         "file_mounts": {},
         "file_mounts_sync_continuously": False,
     }

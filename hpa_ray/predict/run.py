@@ -139,7 +139,6 @@ class _ClassifyActor:
         return _classify(batch, self.ensemble, self.cfg)
 
 
-
 def _share_gpus(segment: SegmentConfig, cfg: PredictConfig) -> SegmentConfig:
     """GPU segmentation actors beside GPU classifier actors: each segmentation actor takes what
     a classifier leaves of a GPU (a whole GPU each would leave one-GPU machines waiting forever)."""

@@ -66,8 +66,6 @@ def _rare_cells(cells_dir: str, out: Path) -> Section | None:
                                            "(cells inherit their image's labels).")])  # fmt: skip
 
 
-
-
 def _input_paths(segment_dir: str) -> dict[str, list[str]]:
     """image ID → channel files, from the directory the segmentation read (when still there)."""
     from hpa_ray.core.images import list_images
@@ -230,10 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.flag("--folds", help="folds CSV (image_id,fold); per-class counts need --labels or its _balance.csv")
     parser.flag("--run-dir", help="a training run directory (fold-K/metrics.csv)")
     parser.add_argument("--submission", help="submission CSV: evaluated with --truth, drawn with --images")
-    parser.add_argument("--truth", help="per-cell truth Parquet (with --submission): the evaluation, and the truth "
-                        "beside the predictions")
-    parser.flag("--images", help="the images the submission predicts (with --submission): the predictions view, "
-                "predictions.html")
+    parser.add_argument(
+        "--truth",
+        help="per-cell truth Parquet (with --submission): the evaluation, and the truth beside the predictions",
+    )
+    parser.flag(
+        "--images",
+        help="the images the submission predicts (with --submission): the predictions view, predictions.html",
+    )
     parser.add_argument("--search-dir", help="a tune run directory (trials.csv, trials/): curves, parameters, best")
     args = parser.parse(argv)
     if bool(args.truth or args.images) != bool(args.submission):

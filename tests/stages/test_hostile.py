@@ -24,8 +24,10 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def _hold_lock(directory) -> subprocess.Popen:
     """Another process that owns `directory` until it is killed."""
-    code = (f"from hpa_ray.core.locks import owned_by_this_run\nimport time\n"
-            f"with owned_by_this_run({str(directory)!r}):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    code = (
+        f"from hpa_ray.core.locks import owned_by_this_run\nimport time\n"
+        f"with owned_by_this_run({str(directory)!r}):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
     assert holder.stdout.readline().strip() == "held"
     return holder

@@ -104,7 +104,6 @@ def test_no_image_to_run_still_writes_its_rows_and_ids_matching_no_image_are_ref
     assert not (tmp_path / "t.csv").exists()
 
 
-
 def test_gpu_actor_gives_what_the_cpu_task_gives(ray_local, synth_set, run_dir):
     """The actor class (GPU actors on a cluster) against the fused CPU path, on one block."""
     from hpa_ray.core.images import list_images

@@ -31,7 +31,9 @@ def test_the_local_config_keeps_cluster_yaml_node_types_and_scales_their_cpus():
     assert nodes["head"]["resources"] == {"CPU": 0}, "the head takes no work, as on AWS"
     for name in ("gpu_worker", "cpu_worker"):
         assert (nodes[name]["min_workers"], nodes[name]["max_workers"]) == (
-            CLUSTER["available_node_types"][name]["min_workers"], CLUSTER["available_node_types"][name]["max_workers"])
+            CLUSTER["available_node_types"][name]["min_workers"],
+            CLUSTER["available_node_types"][name]["max_workers"],
+        )
     assert local["max_workers"] == CLUSTER["max_workers"] and local["idle_timeout_minutes"] == 0.5
     assert local["provider"]["module"] == "hpa_ray.cluster.provider.LocalNodeProvider"
     assert local["provider"]["gcs_address"] == "127.0.0.1:1234"
