@@ -116,7 +116,7 @@ def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> 
         df = read_labels_csv(labels_csv)
         rows = defaultdict(list)
         for i, image_id in enumerate(df["ID"]):
-            rows[image_id.strip()].append(i + 2)  # file line numbers, header is line 1
+            rows[image_id].append(i + 2)  # file line numbers, header is line 1 (IDs stripped on reading)
         entries = [(image_id, df["Label"].iloc[lines[0] - 2], lines) for image_id, lines in rows.items()]
     if not entries:
         raise InputError(f"no images in {input_dir} (expected {{ID}}_{{{','.join(CHANNELS)}}}.png|tif|tiff)")
