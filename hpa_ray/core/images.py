@@ -53,6 +53,8 @@ def read_id_csv(path: str | Path, what: str, columns: tuple[str, ...]) -> pd.Dat
         raise InputError(f"{what} file {path} does not exist") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{what} file {path} is empty") from None
+    except storage.CsvError as exc:
+        raise InputError(f"{what} file {exc}") from None
     df.columns = [str(name).strip() for name in df.columns]
     missing = [c for c in columns if c not in df.columns]
     if missing:

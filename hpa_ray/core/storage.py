@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from hpa_ray.core.errors import HpaRayError
+
 StrPath = str | os.PathLike
 
 
@@ -171,10 +173,35 @@ def open_input(path: StrPath) -> Iterator[io.BufferedIOBase]:
         yield f
 
 
+class CsvError(HpaRayError, ValueError):
+    """A file that is not UTF-8 CSV: another encoding, a row with more fields than the header, a
+    quote never closed."""
+
+
 def read_csv(path: StrPath, **kwargs) -> pd.DataFrame:
-    """pandas.read_csv of a local or object-storage file; FileNotFoundError when it is not there."""
+    """pandas.read_csv of a local or object-storage file; FileNotFoundError when it is not there,
+    CsvError (naming the file, and the line where pandas could tell) when it is not UTF-8 CSV."""
+    try:
+        with open_input(path) as f:
+            return pd.read_csv(f, **kwargs)
+    except UnicodeDecodeError:
+        raise CsvError(f"{path} is not UTF-8 text{_encoding_hint(path)}; save it as a UTF-8 CSV") from None
+    except pd.errors.ParserError as exc:
+        raise CsvError(f"{path} {csv_problem(exc)}") from None
+
+
+def csv_problem(exc: pd.errors.ParserError) -> str:
+    """pandas' reason a CSV cannot be parsed, in a sentence that follows a file's name."""
+    reason = str(exc).strip().removeprefix("Error tokenizing data. C error: ")
+    return f"cannot be read as a CSV: {reason}"
+
+
+def _encoding_hint(path: StrPath) -> str:
     with open_input(path) as f:
-        return pd.read_csv(f, **kwargs)
+        start = f.read(4)
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return " (it is UTF-16: a byte-order mark starts it)"
+    return ""
 
 
 def read_parquet(path: StrPath, **kwargs) -> pd.DataFrame:

@@ -70,7 +70,10 @@ def read_submission(path: str | Path) -> pd.DataFrame:
         raise SubmissionError(f"{path}: empty file")
     if tuple(header) != HEADER:
         raise SubmissionError(f"{path}: header must be {','.join(HEADER)}; found {','.join(header)}")
-    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        raise SubmissionError(f"{path} {storage.csv_problem(exc)}") from None
 
 
 def parse_triples(text: str) -> list[tuple[str, str, str]]:

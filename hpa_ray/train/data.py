@@ -33,6 +33,8 @@ def read_folds(path: str | Path) -> pd.DataFrame:
         raise DataError(f"folds file {path} does not exist") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"folds file {path} is empty") from None
+    except storage.CsvError as exc:
+        raise DataError(f"folds file {exc}") from None
     if not {"image_id", "fold"} <= set(folds.columns):
         raise DataError(f"folds file {path} needs columns image_id,fold; found {list(folds.columns)}")
     if folds.empty:

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,12 +65,15 @@ def test_a_small_label_file_reports_the_classes_present_not_nan(tmp_path, capsys
         ("ID,Labels\na,1\n", "lacks column"),
         ("ID,Label\na,1\nb,19\n", "line 3: label '19'"),
         ("ID,Label\na,1\na,2\n", "with different labels"),
+        ("ID,Label\na,1\n".encode("utf-16"), "is not UTF-8 text (it is UTF-16"),  # Excel's "Unicode text"
+        ("ID,Label\na,1\nb,2,3\n", "cannot be read as a CSV: Expected 2 fields in line 3, saw 3"),
+        ('ID,Label\n"a,1\n', "cannot be read as a CSV: EOF inside string"),
     ],
 )
 def test_bad_label_files(tmp_path, content, message, capsys):
     path = tmp_path / "labels.csv"
-    path.write_text(content)
-    with pytest.raises(InputError, match=message):
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(InputError, match=re.escape(message)):
         read_label_matrix(path)
     assert main(["--labels", str(path), "--out", str(tmp_path / "f.csv")]) == 2
     assert message.split(":")[0] in capsys.readouterr().err

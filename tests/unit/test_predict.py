@@ -90,6 +90,9 @@ def test_submission_validate_cli(tmp_path, shared_data):
     (tmp_path / "bad.csv").write_text("ID,ImageWidth,ImageHeight,PredictionString\nx,8,8,0 2.0 abc\n")
     bad = validate(str(tmp_path / "bad.csv"))
     assert bad.returncode == 1 and "row 2 (ID 'x'), triple 1: confidence 2.0" in bad.stderr
+    (tmp_path / "ragged.csv").write_text("ID,ImageWidth,ImageHeight,PredictionString\nx,8,8,\ny,8,8,,0\n")
+    ragged = validate(str(tmp_path / "ragged.csv"))
+    assert ragged.returncode == 1 and "cannot be read as a CSV: Expected 4 fields in line 3, saw 5" in ragged.stderr
 
 
 def test_segment_settings_come_from_the_run_unless_overridden(run_dir):

@@ -31,6 +31,7 @@ def test_flip_batch_is_exactly_the_albumentations_augmentation():
         ("image_id,fold\na,0\nb,inf\n", "image b: fold 'inf' is not a whole number"),
         ("image_id,fold\na,0\n,1\n", "row 2 has an empty image_id"),
         ("image_id,fold\na,0\nb,1\na,1\n", "image a is listed more than once"),
+        ("image_id,fold\na,0\nb,1,2\n", "folds file .* cannot be read as a CSV: Expected 2 fields in line 3"),
     ],
 )
 def test_a_folds_file_that_cannot_split_the_images_is_refused(tmp_path, text, message):
