@@ -114,9 +114,13 @@ def _add_truth(item: PredictedImage, rows, drawn: bool) -> None:
 def predictions_view(submission: str, images_dir: str, out: Path, truth: str | None = None):
     """→ (figures [(PNG, caption)], HTML) of the predictions view, the PNGs written to out."""
     images, notes = read_predictions(submission, images_dir, truth)
+    if not images and not notes:  # every row with predictions is drawn or noted
+        raise ValueError(
+            f"--submission {submission} predicts no cell (no row with a PredictionString): nothing to draw"
+        )
     if not images:
-        raise ValueError(f"--submission {submission}: none of its predicted images was found in {images_dir}"
-                         + (f" ({notes[0]})" if notes else ""))  # fmt: skip
+        raise ValueError(f"--submission {submission}: none of its predicted images was found in {images_dir} "
+                         f"({notes[0]})")  # fmt: skip
     figures = []
     for item in images[:SHOWN_IMAGES]:
         true = (item.truth_cells, item.truth_labels) if item.truth_cells is not None else None

@@ -83,6 +83,10 @@ def test_predictions_view_marks_right_and_wrong_cells_and_names_what_it_left_out
     assert main(["--out", str(tmp_path / "x"), "--submission", str(tmp_path / "u.csv"), "--images",
                  str(synth_set / "images")]) == 2  # fmt: skip
     assert "none of its predicted images was found" in capsys.readouterr().err
+    answer.iloc[:0].pipe(write_submission, tmp_path / "none.csv")  # a header alone: not "not found"
+    assert main(["--out", str(tmp_path / "z"), "--submission", str(tmp_path / "none.csv"), "--images",
+                 str(synth_set / "images")]) == 2  # fmt: skip
+    assert "predicts no cell (no row with a PredictionString)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:
         main(["--out", str(tmp_path / "y"), "--submission", str(tmp_path / "u.csv")])
     assert refused.value.code == 2
