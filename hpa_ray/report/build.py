@@ -10,9 +10,11 @@ The inputs may be local or object storage (`s3://…`); the page and its PNGs ar
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -183,12 +185,33 @@ def _evaluation(truth: str, submission: str, out: Path) -> Section:
 
 def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, truth=None, submission=None,
                search_dir=None, images=None) -> Path:  # fmt: skip
-    """Write the figures for the inputs given and out/index.html; returns its path."""
+    """Write the figures for the inputs given and out/index.html; returns its path.
+
+    Whole or not at all: the pages and figures are drawn in a scratch directory inside `out` and
+    moved in when every part has been drawn, so an input found unusable halfway (labels and folds
+    that share no image) leaves `out`, and a report already there, as they were."""
     fold_metrics = _fold_metrics(str(run_dir)) if run_dir else []
-    if run_dir and not fold_metrics:  # said before any figure is written
+    if run_dir and not fold_metrics:  # said before anything is drawn
         raise ValueError(f"--run-dir {run_dir}: no fold-K/metrics.csv (a directory written by python -m hpa_ray.train)")
     out = Path(out)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".report-", dir=out) as scratch:
+            index = _draw(Path(scratch), labels, segment_dir, folds, run_dir, fold_metrics, truth, submission,
+                          search_dir, images)  # fmt: skip
+            for drawn in sorted(Path(scratch).iterdir(), key=lambda f: f.name == index.name):  # index.html last
+                os.replace(drawn, out / drawn.name)
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):  # empty again unless another process wrote there
+                out.rmdir()
+        raise
+    return out / index.name
+
+
+def _draw(out: Path, labels, segment_dir, folds, run_dir, fold_metrics, truth, submission, search_dir,
+          images) -> Path:  # fmt: skip
     sections: list[Section | None] = []
     if labels:
         sections.append(_labels(str(labels), out))

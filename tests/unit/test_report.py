@@ -35,6 +35,12 @@ def test_real_label_file_alone_and_bad_inputs(shared_data, tmp_path, capsys):
     assert main(["--out", str(tmp_path / "x"), "--labels", str(shared_data / "train.csv"),
                  "--folds", str(tmp_path / "folds.csv")]) == 2  # fmt: skip
     assert "no image in common" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists(), "a report that fails draws nothing, not even the label figures"
+    before = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "r").iterdir()}
+    assert main(["--out", str(tmp_path / "r"), "--labels", str(shared_data / "train.csv"),
+                 "--folds", str(tmp_path / "folds.csv")]) == 2  # fmt: skip
+    after = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "r").iterdir()}
+    assert after == before, "the report already there is left as it was (no scratch directory either)"
     assert main(["--out", str(tmp_path / "y"), "--run-dir", str(tmp_path / "no-run")]) == 2  # once: an empty report
     assert "no fold-K/metrics.csv" in capsys.readouterr().err
 
