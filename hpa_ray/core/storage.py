@@ -185,7 +185,7 @@ def read_csv(path: StrPath, **kwargs) -> pd.DataFrame:
         with open_input(path) as f:
             return pd.read_csv(f, **kwargs)
     except UnicodeDecodeError:
-        raise CsvError(f"{path} is not UTF-8 text{_encoding_hint(path)}; save it as a UTF-8 CSV") from None
+        raise CsvError(f"{path} is not UTF-8 text{encoding_hint(path)}; save it as a UTF-8 CSV") from None
     except pd.errors.ParserError as exc:
         raise CsvError(f"{path} {csv_problem(exc)}") from None
 
@@ -196,11 +196,14 @@ def csv_problem(exc: pd.errors.ParserError) -> str:
     return f"cannot be read as a CSV: {reason}"
 
 
-def _encoding_hint(path: StrPath) -> str:
+def encoding_hint(path: StrPath) -> str:
+    """What a file that is not UTF-8 text is, when its first bytes tell: ' (it is …)', else ''."""
     with open_input(path) as f:
         start = f.read(4)
     if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return " (it is UTF-16: a byte-order mark starts it)"
+    if start == b"PAR1":  # Parquet's magic number: a cells or truth file given where a CSV goes
+        return " (it is a Parquet file)"
     return ""
 
 

@@ -63,7 +63,10 @@ def read_submission(path: str | Path) -> pd.DataFrame:
         text = storage.read_text(path)
     except FileNotFoundError:
         raise SubmissionInputError(f"submission {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, storage unreachable, binary
+    except UnicodeDecodeError:
+        hint = storage.encoding_hint(path)
+        raise SubmissionInputError(f"submission {path} is not UTF-8 text{hint}; a submission is a UTF-8 CSV") from None
+    except OSError as exc:  # a directory, unreadable, storage unreachable
         raise SubmissionInputError(f"cannot read submission {path}: {exc}") from None
     header = next(csv.reader(io.StringIO(text)), None)
     if header is None:

@@ -160,6 +160,11 @@ def test_evaluate_cli_prints_json(tmp_path, capsys):
     assert main(["--submission", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "truth.parquet")]) == 0
     assert json.loads(capsys.readouterr().out)["mAP"] == pytest.approx(1.0)
     assert main(["--submission", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "no.parquet")]) == 2
+    capsys.readouterr()
+    # the two files swapped: the Parquet is named as such, in one line
+    assert main(["--submission", str(tmp_path / "truth.parquet"), "--truth", str(tmp_path / "s.csv")]) == 2
+    said = capsys.readouterr().err
+    assert "truth.parquet is not UTF-8 text (it is a Parquet file); a submission is a UTF-8 CSV" in said
 
 
 # -- submission format ---------------------------------------------------------------------

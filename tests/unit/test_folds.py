@@ -66,6 +66,7 @@ def test_a_small_label_file_reports_the_classes_present_not_nan(tmp_path, capsys
         ("ID,Label\na,1\nb,19\n", "line 3: label '19'"),
         ("ID,Label\na,1\na,2\n", "with different labels"),
         ("ID,Label\na,1\n".encode("utf-16"), "is not UTF-8 text (it is UTF-16"),  # Excel's "Unicode text"
+        (b"PAR1\x15\x04\x15\x80\x80\x01", "is not UTF-8 text (it is a Parquet file)"),  # a cells file given
         ("ID,Label\na,1\nb,2,3\n", "cannot be read as a CSV: Expected 2 fields in line 3, saw 3"),
         ('ID,Label\n"a,1\n', "cannot be read as a CSV: EOF inside string"),
     ],
