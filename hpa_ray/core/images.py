@@ -1,6 +1,6 @@
 """Find the input images of a run and decode them, with a reason for every refusal.
 
-Layout (Kaggle's): DIR/{ID}_{red,green,blue,yellow}.{png,tif,tiff}, plus an optional
+Layout (Kaggle's): DIR/{ID}_{red,green,blue,yellow}.{png,tif,tiff,jpg,jpeg}, plus an optional
 labels CSV `ID,Label`; DIR and the CSV may be local or object storage (hpa_ray.core.storage).
 Nothing here raises for one bad image: it is reported and skipped.
 """
@@ -25,6 +25,9 @@ from hpa_ray.core.schema import CHANNELS, IMAGE_EXTENSIONS, check_image_id, form
 log = logging.getLogger(__name__)
 
 _FILE_RE = re.compile(r"^(?P<id>.+)_(?P<ch>red|green|blue|yellow)(?P<ext>\.[A-Za-z]+)$")
+# Where a colour channel file holds its signal, in cv2's BGR order: the HPA website's per-channel
+# JPEGs are drawn in their channel's own colour (yellow: red + green).
+_OWN_COLOUR = {"red": [2], "green": [1], "blue": [0], "yellow": [2, 1]}
 
 
 class InputError(HpaRayError, ValueError):
@@ -152,7 +155,8 @@ def _explain(data: bytes) -> str:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
     except UnidentifiedImageError:
-        return f"not an image format that can be read ({len(data):,} bytes starting {data[:8]!r}; expected PNG or TIFF)"
+        start = f"{len(data):,} bytes starting {data[:8]!r}"
+        return f"not an image format that can be read ({start}; expected PNG, TIFF or JPEG)"
     except Exception as exc:  # noqa: BLE001 - any reason is the answer
         return str(exc) or type(exc).__name__
     return "the decoder returned nothing"
@@ -182,8 +186,8 @@ def bit_depth(channels: list[np.ndarray]) -> int:
 
 
 def _decode_channel(path: str) -> np.ndarray:
-    """One grayscale channel file (local or object storage) → (H, W) uint8 or uint16 as stored;
-    ImageError says what is wrong with it."""
+    """One channel file (local or object storage) → (H, W) uint8 or uint16 as stored (a colour
+    file: `_grey`); ImageError says what is wrong with it."""
     name = storage.name(path)
     try:
         encoded = storage.read_bytes(path)
@@ -194,15 +198,30 @@ def _decode_channel(path: str) -> np.ndarray:
     data = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise ImageError(f"cannot decode {name}: {_explain(encoded)}")
-    if data.ndim != 2:
-        raise ImageError(f"{name} has {data.shape[2]} colour channels; expected one grayscale channel")
     if data.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{name}: unsupported pixel type {data.dtype} (expected 8- or 16-bit)")
-    return data
+    return _grey(data, name)
+
+
+def _grey(data: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) as is; a colour file (H, W, 3 or 4; BGR(A)) → (H, W), the brightest of its channel's
+    own colour components. A greyscale saved as colour reads the same; a file with no signal in
+    its channel's colour (another channel saved under this name) is refused."""
+    if data.ndim == 2:
+        return data
+    found = _FILE_RE.match(name)
+    if found is None or data.shape[2] not in (3, 4):
+        raise ImageError(f"{name} has {data.shape[2]} colour channels; expected one grayscale channel")
+    channel = found["ch"]
+    own = data[..., _OWN_COLOUR[channel]].max(axis=2)
+    if not own.any() and data[..., :3].any():
+        raise ImageError(f"{name} is a colour image with no {channel} in it; a {channel} channel file holds "
+                         f"grayscale or {channel}")  # fmt: skip
+    return own
 
 
 def read_channel(path: str) -> np.ndarray:
-    """One grayscale channel file → (H, W) uint8 (16-bit: scaled from this channel's own
+    """One channel file → (H, W) uint8 (16-bit: scaled from this channel's own
     `bit_depth`, which may differ from its image's in `read_image`); ImageError says what is
     wrong with it."""
     data = _decode_channel(path)

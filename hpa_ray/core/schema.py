@@ -12,7 +12,7 @@ import numpy as np
 
 # Channel order of every image array and crop in the project: (C, H, W) with C in this order.
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 CLASS_NAMES: tuple[str, ...] = (
     "Nucleoplasm",

@@ -41,7 +41,7 @@ def messy(synth_set, tmp_path_factory):
         "truncated": "cannot decode truncated_green.png",
         "nochannel": "missing channel",
         "sizes": "channel sizes differ",
-        "rgb": "3 colour channels",
+        "rgb": "a colour image with no red in it",
     }
     for new_id in [*bad, "black", "sixteen"]:
         _copy_image(images, images, first, new_id)
@@ -52,7 +52,7 @@ def messy(synth_set, tmp_path_factory):
     (images / "truncated_green.png").write_bytes(data[: len(data) // 3])
     (images / "nochannel_yellow.png").unlink()
     cv2.imwrite(str(images / "sizes_blue.png"), np.zeros((512, 512), np.uint8))
-    cv2.imwrite(str(images / "rgb_red.png"), np.zeros((1024, 1024, 3), np.uint8))
+    cv2.imwrite(str(images / "rgb_red.png"), np.full((1024, 1024, 3), (200, 0, 0), np.uint8))  # blue under red's name
     for c in CHANNELS:
         cv2.imwrite(str(images / f"black_{c}.png"), np.zeros((1024, 1024), np.uint8))
         eight = cv2.imread(str(images / f"sixteen_{c}.png"), 0)

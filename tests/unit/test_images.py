@@ -21,9 +21,10 @@ def test_listing_without_labels_finds_every_complete_id(tmp_path):
     _write(tmp_path, "a")
     _write(tmp_path, "b", ext=".tif")
     _write(tmp_path, "c", channels=("red", "green", "blue"))
+    _write(tmp_path, "d", ext=".JPG")
     (tmp_path / "notes.txt").write_text("x")
     listing = list_images(tmp_path)
-    assert [j["image_id"] for j in listing.jobs] == ["a", "b"]
+    assert [j["image_id"] for j in listing.jobs] == ["a", "b", "d"]
     assert listing.refused == [{"image_id": "c", "error": "missing channel file(s) ['yellow'] for c"}]
     assert listing.jobs[0]["paths"][0].endswith("a_red.png")
 
@@ -158,8 +159,8 @@ def test_decode_errors_say_what_and_where(tmp_path):
     with pytest.raises(ImageError, match=r"a_blue.png: not an image .*22 bytes starting b'<html>no'; expected PNG"):
         read_channel(paths[2])
     rgb = tmp_path / "b_red.png"
-    cv2.imwrite(str(rgb), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(ImageError, match="b_red.png has 3 colour channels"):
+    cv2.imwrite(str(rgb), np.dstack([np.full((8, 8), 200, np.uint8), np.zeros((8, 8, 2), np.uint8)]))  # blue only
+    with pytest.raises(ImageError, match="b_red.png is a colour image with no red in it"):
         read_channel(str(rgb))
     sizes = _write(tmp_path, "c")
     cv2.imwrite(sizes[2], np.zeros((16, 32), np.uint8))
@@ -174,3 +175,28 @@ def test_an_image_listed_twice_with_the_same_labels_runs_once(tmp_path, capsys):
     listing = list_images(tmp_path, csv)
     assert [j["image_id"] for j in listing.jobs] == ["a"] and not listing.refused
     assert listing.jobs[0]["labels_text"] == "0|5" and "listed 2 times with the same labels" in capsys.readouterr().err
+
+
+def test_colour_channel_files_read_their_own_colour(shared_data, tmp_path):
+    """The HPA website's per-channel JPEGs are drawn in their channel's colour (yellow: red and
+    green): each reads as that colour, close to the 8-bit original; a grey saved as colour (with
+    alpha too) reads unchanged."""
+    from tests.conftest import HPA_REAL, real_image_ids
+
+    image_id = real_image_ids()[-1]
+    original = read_image([str(HPA_REAL / "images" / f"{image_id}_{c}.png") for c in CHANNELS])
+    own = {"red": [2], "green": [1], "blue": [0], "yellow": [2, 1]}  # BGR, as cv2 writes
+    paths = []
+    for name, grey in zip(CHANNELS, original):
+        colour = np.zeros((*grey.shape, 3), np.uint8)
+        colour[..., own[name]] = grey[..., None]
+        paths.append(str(tmp_path / f"{image_id}_{name}.jpg"))
+        cv2.imwrite(paths[-1], colour, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert [j["paths"] for j in list_images(tmp_path).jobs] == [paths]
+    read = read_image(paths).astype(float)
+    for name, got, want in zip(CHANNELS, read, original.astype(float)):
+        assert np.abs(got - want).mean() < 6, name  # JPEG's loss, not a channel of another colour
+        assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9, name  # 0.96-0.998 on the four real images
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    cv2.imwrite(str(tmp_path / "g_yellow.png"), cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA))
+    assert np.array_equal(read_channel(str(tmp_path / "g_yellow.png")), grey)
