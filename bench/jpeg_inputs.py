@@ -7,7 +7,12 @@ Scores: F1 of one-to-one cell matching at IoU >= 0.6 against HPA's U-Net masks, 
 original PNGs and beside the same JPEGs read as grey luminance (what `convert('L')` or
 `cv2.imread(path, 0)` gives: red at 0.299 of its brightness, blue at 0.114).
 
+With `--demo DIR` (a finished `python -m hpa_ray demo --out DIR`), the demo's test images are
+written as colour JPEGs too and predicted with the demo's fold models: the task's mAP on the
+JPEGs beside the PNGs (segmentation and classifier both read the JPEGs).
+
     python bench/jpeg_inputs.py --out docs/results/jpeg_inputs.json
+    python bench/jpeg_inputs.py --demo out/demo --qualities 90 --out docs/results/jpeg_demo.json
 """
 
 from __future__ import annotations
@@ -41,11 +46,42 @@ def write_colour_jpegs(image: np.ndarray, stem: Path, quality: int) -> list[str]
     return paths
 
 
+def demo_map(demo: Path, qualities: list[int], scratch: Path) -> dict:
+    """The demo's models on its test images as PNGs (its own evaluation.json) and as colour JPEGs."""
+    from hpa_ray.core.images import list_images
+    from hpa_ray.evaluate.score import evaluate_files
+    from hpa_ray.predict.config import PredictConfig
+    from hpa_ray.predict.run import run_predict
+
+    test = demo / "data" / "test"
+    result = {"png": json.loads((demo / "evaluation.json").read_text())["mAP"]}
+    jobs = list_images(test / "images").jobs
+    for quality in qualities:
+        images = scratch / f"demo-q{quality}"
+        images.mkdir()
+        for job in jobs:
+            write_colour_jpegs(read_image(job["paths"]), images / job["image_id"], quality)
+        submission = scratch / f"demo-q{quality}.csv"
+        run_predict(images, demo / "runs" / "demo", submission, PredictConfig())
+        result[f"q{quality}"] = evaluate_files(submission, test / "truth.parquet")["mAP"]
+        print(
+            f"demo: mAP {result['png']:.4f} on PNGs, {result[f'q{quality}']:.4f} on colour JPEGs of quality {quality}"
+        )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--qualities", type=int, nargs="+", default=[95, 85, 75])
+    parser.add_argument("--demo", type=Path, help="a finished demo's --out: its mAP on JPEGs beside PNGs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.demo:
+        with tempfile.TemporaryDirectory() as scratch:
+            result = demo_map(args.demo, args.qualities, Path(scratch))
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     params, rows = ClassicalConfig(), []
     with tempfile.TemporaryDirectory() as scratch:
         for name, image, truth in real_items(SHARED):
