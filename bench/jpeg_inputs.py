@@ -24,7 +24,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from seg_quality import SHARED, f1, real_items, segment  # bench/, the script's own directory
 
 from hpa_ray.core.images import read_image
 from hpa_ray.core.schema import CHANNELS
@@ -82,6 +81,8 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(result, indent=1) + "\n")
         return
+    from seg_quality import SHARED, f1, real_items, segment  # bench/; here, so tests can load write_colour_jpegs
+
     params, rows = ClassicalConfig(), []
     with tempfile.TemporaryDirectory() as scratch:
         for name, image, truth in real_items(SHARED):

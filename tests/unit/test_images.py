@@ -182,16 +182,11 @@ def test_colour_channel_files_read_their_own_colour(shared_data, tmp_path):
     green): each reads as that colour, close to the 8-bit original; a grey saved as colour (with
     alpha too) reads unchanged."""
     from tests.conftest import HPA_REAL, real_image_ids
+    from tests.helpers import bench_module
 
     image_id = real_image_ids()[-1]
     original = read_image([str(HPA_REAL / "images" / f"{image_id}_{c}.png") for c in CHANNELS])
-    own = {"red": [2], "green": [1], "blue": [0], "yellow": [2, 1]}  # BGR, as cv2 writes
-    paths = []
-    for name, grey in zip(CHANNELS, original):
-        colour = np.zeros((*grey.shape, 3), np.uint8)
-        colour[..., own[name]] = grey[..., None]
-        paths.append(str(tmp_path / f"{image_id}_{name}.jpg"))
-        cv2.imwrite(paths[-1], colour, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    paths = bench_module("jpeg_inputs").write_colour_jpegs(original, tmp_path / image_id, quality=90)
     assert [j["paths"] for j in list_images(tmp_path).jobs] == [paths]
     read = read_image(paths).astype(float)
     for name, got, want in zip(CHANNELS, read, original.astype(float)):
