@@ -20,7 +20,7 @@ import pandas as pd
 
 from hpa_ray.core import storage
 from hpa_ray.core.errors import HpaRayError
-from hpa_ray.core.schema import CHANNELS, IMAGE_EXTENSIONS, check_image_id, format_labels, parse_labels
+from hpa_ray.core.schema import CHANNELS, IMAGE_EXTENSIONS, IMAGE_FILES, check_image_id, format_labels, parse_labels
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def list_images(input_dir: str | Path, labels_csv: str | Path | None = None) -> 
             rows[image_id].append(i + 2)  # file line numbers, header is line 1 (IDs stripped on reading)
         entries = [(image_id, df["Label"].iloc[lines[0] - 2], lines) for image_id, lines in rows.items()]
     if not entries:
-        raise InputError(f"no images in {input_dir} (expected {{ID}}_{{{','.join(CHANNELS)}}}.png|tif|tiff)")
+        raise InputError(f"no images in {input_dir} (expected {IMAGE_FILES})")
     listing = Listing(jobs=[])
     for image_id, label_text, lines in entries:
         try:

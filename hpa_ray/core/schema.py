@@ -13,6 +13,8 @@ import numpy as np
 # Channel order of every image array and crop in the project: (C, H, W) with C in this order.
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+# How an image's files are named, as help texts and errors say it.
+IMAGE_FILES = "{ID}_{" + ",".join(CHANNELS) + "}." + "|".join(ext[1:] for ext in IMAGE_EXTENSIONS)
 
 CLASS_NAMES: tuple[str, ...] = (
     "Nucleoplasm",

@@ -1,6 +1,6 @@
 """One CLI shape for every stage: the same flag for the same idea, the same error handling.
 
-    --images DIR     input images, {ID}_{red,green,blue,yellow}.png|tif       segment, predict, report
+    --images DIR     input images, {ID}_{red,green,blue,yellow}.png|tif|jpg    segment, predict, report
     --labels CSV     ID,Label                                                   segment, folds, report
     --cells DIR      segment's OUT/cells                                        train, tune
     --folds CSV      image_id,fold                                              train, tune, report
@@ -24,9 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpa_ray.core.errors import HpaRayError
+from hpa_ray.core.schema import IMAGE_FILES
 
 HELP = {
-    "--images": "directory of {ID}_{red,green,blue,yellow}.png|tif (local, s3://… or gs://…)",
+    "--images": f"directory of {IMAGE_FILES} (local, s3://… or gs://…)",
     "--labels": "CSV with ID,Label",
     "--cells": "cells Parquet directory (segment's OUT/cells)",
     "--folds": "folds CSV (image_id,fold)",

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from hpa_ray.core.images import ImageError, InputError, list_images, read_channel, read_image
-from hpa_ray.core.schema import CHANNELS
+from hpa_ray.core.schema import CHANNELS, IMAGE_EXTENSIONS, IMAGE_FILES
+from hpa_ray.runtime.cli import HELP
 
 
 def _write(dir_, image_id, size=(32, 32), dtype=np.uint8, ext=".png", channels=CHANNELS):
@@ -76,8 +77,12 @@ def test_unusable_labels_csv_is_an_input_error(tmp_path, content, message):
 
 
 def test_no_images_or_no_directory_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="no images"):
+    with pytest.raises(InputError, match="no images") as raised:
         list_images(tmp_path)
+    # The message and the --images help name every kind of file the reader lists.
+    named = str(raised.value).split("}.")[-1].rstrip(")").split("|")
+    assert {f".{ext}" for ext in named} == set(IMAGE_EXTENSIONS), raised.value
+    assert IMAGE_FILES in HELP["--images"]
     with pytest.raises(InputError, match="does not exist"):
         list_images(tmp_path / "nope")
     (tmp_path / "notes.txt").write_text("x")
