@@ -69,6 +69,8 @@ def load_run(models_dir: str | Path, cfg: PredictConfig) -> RunModels:
     run = TrainingRun(models_dir)
     paths = [e.path for e in storage.list_files(models_dir, run.BEST_MODELS, recursive=True)]
     if not paths:
+        if storage.exists(Fold(models_dir).best_model):  # a fold given for its run
+            raise ModelError(f"{models_dir} is one fold of a run: give the run directory, {storage.parent(models_dir)}")
         raise ModelError(f"no models under {models_dir} (expected fold-K/best/model.pt from python -m hpa_ray.train)")
     fold_dirs = {p: storage.parent(storage.parent(p)) for p in paths}
     run_cfg = run.config

@@ -4,6 +4,7 @@ errors, the failures file, the submission checker's CLI."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -56,6 +57,8 @@ def test_the_failures_file_goes_when_a_run_has_none(tmp_path):
 def test_bad_models_and_inputs_get_clear_errors(run_dir, tmp_path, capsys):
     with pytest.raises(ModelError, match="no models under"):
         load_run(tmp_path, PredictConfig())
+    with pytest.raises(ModelError, match=f"fold of a run: give the run directory, {re.escape(str(run_dir))}$"):
+        load_run(run_dir / "fold-0", PredictConfig())
     mixed = _make_run(tmp_path / "mixed")
     write_resolved(TrainConfig(model="tiny", image_size=48), mixed / "fold-1" / "config.yaml")
     with pytest.raises(ModelError, match="differ in image_size"):
