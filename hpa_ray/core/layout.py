@@ -24,6 +24,7 @@ theirs. Paths are local or URIs (`hpa_ray.core.storage`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from hpa_ray.core import storage
@@ -72,6 +73,14 @@ class TrainingRun:
 
     def fold(self, k: int) -> Fold:
         return Fold(storage.join(self.root, f"fold-{k}"))
+
+
+def fold_given_for_run(path: str) -> str | None:
+    """What to say when `path` is one fold's directory (RUN/fold-K) given where its run's directory
+    is expected, else None."""
+    if re.fullmatch(r"fold-\d+", storage.name(path)) and storage.is_dir(path):
+        return f"{path} is one fold of a run: give the run directory, {storage.parent(path)}"
+    return None
 
 
 @dataclass(frozen=True)

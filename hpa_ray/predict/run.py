@@ -22,7 +22,7 @@ import pandas as pd
 from hpa_ray.core import storage
 from hpa_ray.core.config import ConfigError, load_config, with_updates
 from hpa_ray.core.images import InputError, list_images, read_id_csv
-from hpa_ray.core.layout import Fold, TrainingRun
+from hpa_ray.core.layout import Fold, TrainingRun, fold_given_for_run
 from hpa_ray.core.locks import owned_by_this_run
 from hpa_ray.core.schema import crops_to_numpy
 from hpa_ray.predict.config import PredictConfig
@@ -69,8 +69,8 @@ def load_run(models_dir: str | Path, cfg: PredictConfig) -> RunModels:
     run = TrainingRun(models_dir)
     paths = [e.path for e in storage.list_files(models_dir, run.BEST_MODELS, recursive=True)]
     if not paths:
-        if storage.exists(Fold(models_dir).best_model):  # a fold given for its run
-            raise ModelError(f"{models_dir} is one fold of a run: give the run directory, {storage.parent(models_dir)}")
+        if problem := fold_given_for_run(models_dir):
+            raise ModelError(f"--run-dir {problem}")
         raise ModelError(f"no models under {models_dir} (expected fold-K/best/model.pt from python -m hpa_ray.train)")
     fold_dirs = {p: storage.parent(storage.parent(p)) for p in paths}
     run_cfg = run.config

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hpa_ray.core import storage
-from hpa_ray.core.layout import SegmentOutput
+from hpa_ray.core.layout import SegmentOutput, fold_given_for_run
 from hpa_ray.core.masks import label_image
 from hpa_ray.core.schema import CLASS_NAMES, NUM_CLASSES
 from hpa_ray.report import figures as figs
@@ -192,6 +192,8 @@ def run_report(out, labels=None, segment_dir=None, folds=None, run_dir=None, tru
     that share no image) leaves `out`, and a report already there, as they were."""
     fold_metrics = _fold_metrics(str(run_dir)) if run_dir else []
     if run_dir and not fold_metrics:  # said before anything is drawn
+        if problem := fold_given_for_run(str(run_dir)):
+            raise ValueError(f"--run-dir {problem}")
         raise ValueError(f"--run-dir {run_dir}: no fold-K/metrics.csv (a directory written by python -m hpa_ray.train)")
     out = Path(out)
     made = not out.exists()

@@ -43,6 +43,11 @@ def test_real_label_file_alone_and_bad_inputs(shared_data, tmp_path, capsys):
     assert after == before, "the report already there is left as it was (no scratch directory either)"
     assert main(["--out", str(tmp_path / "y"), "--run-dir", str(tmp_path / "no-run")]) == 2  # once: an empty report
     assert "no fold-K/metrics.csv" in capsys.readouterr().err
+    fold = tmp_path / "run" / "fold-0"
+    fold.mkdir(parents=True)
+    (fold / "metrics.csv").write_text("epoch,val_macro_ap\n0,0.5\n")
+    assert main(["--out", str(tmp_path / "y"), "--run-dir", str(fold)]) == 2
+    assert f"one fold of a run: give the run directory, {tmp_path / 'run'}" in capsys.readouterr().err
 
 
 def _answer_with_truth(truth: pd.DataFrame, wrong: int) -> pd.DataFrame:
