@@ -17,6 +17,7 @@ from ray.data.collate_fn import ArrowBatchCollateFn
 
 from hpa_ray.core import storage
 from hpa_ray.core.errors import HpaRayError
+from hpa_ray.core.layout import SegmentOutput
 from hpa_ray.core.schema import NUM_CLASSES, crops_to_numpy
 from hpa_ray.train.augment import flip_batch, resize_crops
 from hpa_ray.train.bags import image_bags, image_bags_schema
@@ -99,6 +100,9 @@ def check_cells(cells_dir: str) -> int:
     with NaN losses to a val_map of 0)."""
     import pyarrow.parquet as pq
 
+    segment_output = SegmentOutput(cells_dir)  # the directory above cells/, given for it
+    if storage.is_dir(segment_output.cells) and storage.exists(segment_output.manifest):
+        raise DataError(f"{cells_dir} is a segment output: give its cells directory, {segment_output.cells}")
     parts = storage.list_files(cells_dir, "*.parquet", recursive=True)
     if not parts:
         raise DataError(f"no cells (*.parquet) under {cells_dir}: run python -m hpa_ray.segment first")
@@ -128,7 +132,6 @@ def check_segment_config(cells_dir: str) -> None:
     """The cells' segment output names how they were made (segment_config.yaml, what predict
     segments test images with); DataError now rather than a run whose models predict cannot use."""
     from hpa_ray.core.config import ConfigError, load_config
-    from hpa_ray.core.layout import SegmentOutput
     from hpa_ray.segment.config import SegmentConfig
 
     path = SegmentOutput.of_cells(cells_dir).config

@@ -249,7 +249,8 @@ def _train_cli(args) -> int:
         write_resolved(cfg, TrainingRun(run_dir).config)
         if len(folds) == 1:
             metrics = TrainingRun(run_dir).fold(folds[0]).metrics_jsonl
-            print(f"train fold {folds[0]}: {cfg.epochs} epochs of {cfg.model}; per-epoch metrics → {metrics}")
+            epochs = f"{cfg.epochs} epoch" + ("s" if cfg.epochs != 1 else "")
+            print(f"train fold {folds[0]}: {epochs} of {cfg.model}; per-epoch metrics → {metrics}")
             table = pd.DataFrame([fit_fold(args.cells, args.folds, folds[0], run_dir, cfg) | {"fold": folds[0]}])
         else:
             table = train_folds(args.cells, args.folds, folds, run_dir, cfg)

@@ -1,4 +1,5 @@
 import itertools
+import re
 
 import albumentations as A
 import numpy as np
@@ -68,3 +69,8 @@ def test_unlabelled_cells_are_refused_for_training(tmp_path):
     labelled = cells.set_column(2, "labels", pa.array([[0] * 19, [1] + [0] * 18], pa.list_(pa.uint8())))
     pq.write_table(labelled, tmp_path / "cells" / "part-0.parquet")
     assert check_cells(str(tmp_path / "cells")) == 1
+    # The segment output given for its cells/ (its manifest parts are Parquet too).
+    pq.write_table(pa.table({"image_id": ["a"], "status": ["ok"]}), tmp_path / "images.parquet")
+    given_for = f"is a segment output: give its cells directory, {re.escape(str(tmp_path / 'cells'))}$"
+    with pytest.raises(DataError, match=given_for):
+        check_cells(str(tmp_path))
