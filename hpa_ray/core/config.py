@@ -7,8 +7,10 @@ its resolved config beside its outputs (`write_resolved`).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -105,14 +107,36 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def describe(error: ValidationError, source: str | None) -> str:
-    """One line per error: `source: key: what (got value)`; no source: `key: what (got value)`."""
+def _section_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The config section reached by the keys in `loc` from `model` (through optional sections), or None."""
+    for key in loc:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            return None
+        kinds = typing.get_args(field.annotation) or (field.annotation,)  # X | None: X
+        sections = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if not sections:
+            return None
+        model = sections[0]
+    return model
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: tuple) -> str:
+    """' (did you mean 'noise'?)' for a misspelt key whose section `model` has one close, else ''."""
+    section = _section_at(model, loc[:-1]) if model else None
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1) if section else []
+    return f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?)" if close else ""
+
+
+def describe(error: ValidationError, source: str | None, model: type[BaseModel] | None = None) -> str:
+    """One line per error: `source: key: what (got value)`; no source: `key: what (got value)`.
+    With the validated `model`, an unknown key close to a known one names it."""
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            line = f"unknown key {key!r}"
+            line = f"unknown key {key!r}{_did_you_mean(model, item['loc'])}"
         elif isinstance(item.get("input"), dict):  # a whole section: the message names what is wrong
             line = f"{key}: {msg}" if key else msg
         else:
@@ -159,7 +183,7 @@ def load_config(cls: type[Cfg], path: str | Path | list | None = None, overrides
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe(exc, source)) from None
+        raise ConfigError(describe(exc, source, cls)) from None
 
 
 def write_resolved(cfg: BaseModel, path: str | Path) -> str | Path:
@@ -173,4 +197,4 @@ def with_updates(cfg: Cfg, updates: dict, source: str) -> Cfg:
     try:
         return type(cfg).model_validate(merge(cfg.model_dump(), updates))
     except ValidationError as exc:
-        raise ConfigError(describe(exc, source)) from None
+        raise ConfigError(describe(exc, source, type(cfg))) from None

@@ -38,5 +38,5 @@ class PredictConfig(Section):
         try:
             SegmentConfig.model_validate(merge(SegmentConfig().model_dump(), updates))
         except ValidationError as exc:
-            raise ValueError("; ".join(describe(exc, None).splitlines())) from None
+            raise ValueError("; ".join(describe(exc, None, SegmentConfig).splitlines())) from None
         return updates

@@ -50,8 +50,15 @@ def test_conf_files_state_the_defaults():
 def test_unknown_key_names_file_and_dotted_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("classical:\n  scael: 0.5\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'classical.scael'"):
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: unknown key 'classical.scael' \(did you mean 'classical.scale'\?\)"
+    ):
         load_config(SegmentConfig, path)
+    # A key like none in its section is named alone; a section two levels down is searched.
+    with pytest.raises(ConfigError, match=r"unknown key 'zzz'$"):
+        load_config(SegmentConfig, None, ["zzz=1"])
+    with pytest.raises(ConfigError, match=r"unknown key 'train.epochz' \(did you mean 'train.epochs'\?\)"):
+        load_config(TuneConfig, None, ["train.epochz=3"])
 
 
 def test_wrong_value_names_key_and_value(tmp_path):
