@@ -61,8 +61,18 @@ def read_id_csv(path: str | Path, what: str, columns: tuple[str, ...]) -> pd.Dat
     df.columns = [str(name).strip() for name in df.columns]
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise InputError(f"{what} file {path} lacks column(s) {missing}; found {list(df.columns)}")
+        raise InputError(f"{what} file {path} lacks column(s) {missing}; found {list(df.columns)}"
+                         f"{_columns_hint(missing, list(df.columns))}")  # fmt: skip
     return df.apply(lambda column: column.str.strip())
+
+
+def _columns_hint(missing: list[str], found: list[str]) -> str:
+    """Why a labels or IDs file's columns may be the wrong ones, where it can be told."""
+    if {"Id", "Target"} <= set(found):
+        return " (Id,Target is the 2018 HPA competition's format: 28 classes, not this task's 19)"
+    spelt = {name.lower(): name for name in found}
+    renames = [f"{spelt[c.lower()]} to {c}" for c in missing if c.lower() in spelt]
+    return f" (names are case-sensitive: rename {', '.join(renames)})" if renames else ""
 
 
 def read_labels_csv(path: str | Path) -> pd.DataFrame:

@@ -94,7 +94,10 @@ def parse_labels(text: str) -> np.ndarray:
     multi_hot = np.zeros(NUM_CLASSES, dtype=np.uint8)
     for token in tokens:
         if not re.fullmatch(r"\d+", token) or int(token) >= NUM_CLASSES:
-            raise ValueError(f"label {token!r} is not an integer 0-{NUM_CLASSES - 1}")
+            joined = re.fullmatch(r"\d+([\s,;]+\d+)+", token)  # "0 1": another tool's separator
+            example = "|".join(re.findall(r"\d+", token))
+            hint = f" (labels are separated by '|', e.g. {example})" if joined else ""
+            raise ValueError(f"label {token!r} is not an integer 0-{NUM_CLASSES - 1}{hint}")
         multi_hot[int(token)] = 1
     return multi_hot
 

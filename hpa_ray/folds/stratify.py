@@ -34,11 +34,15 @@ def read_label_matrix(path: str | Path) -> tuple[list[str], np.ndarray]:
     df = read_labels_csv(path)
     ids = [str(i).strip() for i in df["ID"]]
     y = np.zeros((len(df), NUM_CLASSES), np.uint8)
+    bad = []  # every unusable row is said at once, not one per run
     for row, text in enumerate(df["Label"]):
         try:
             y[row] = parse_labels(text)
         except ValueError as exc:
-            raise InputError(f"{path} line {row + 2}: {exc}") from None
+            bad.append(f"line {row + 2}: {exc}")
+    if bad:
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise InputError(f"{path}: {len(bad)} row(s) with unusable labels: {'; '.join(bad[:5])}{more}")
     keep = _first_of_repeats(ids, y, path)
     return [ids[i] for i in keep], y[keep]
 

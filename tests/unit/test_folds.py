@@ -64,6 +64,15 @@ def test_a_small_label_file_reports_the_classes_present_not_nan(tmp_path, capsys
         ("", "is empty"),
         ("ID,Labels\na,1\n", "lacks column"),
         ("ID,Label\na,1\nb,19\n", "line 3: label '19'"),
+        # Every unusable row at once; labels joined another tool's way are told the separator.
+        (
+            "ID,Label\na,0 1\nb,2\nc,\nd,3;4\n",
+            "3 row(s) with unusable labels: line 2: label '0 1' is not an integer "
+            "0-18 (labels are separated by '|', e.g. 0|1); line 4: empty label; line 5: label '3;4'",
+        ),
+        ("ID,Label\n" + "".join(f"i{k},x\n" for k in range(7)), "line 6: label 'x' is not an integer 0-18; and 2 more"),
+        ("Id,Target\na,0 1\n", "found ['Id', 'Target'] (Id,Target is the 2018 HPA competition's format: 28 classes"),
+        ("id,label\na,1\n", "(names are case-sensitive: rename id to ID, label to Label)"),
         ("ID,Label\na,1\na,2\n", "with different labels"),
         ("ID,Label\na,1\n".encode("utf-16"), "is not UTF-8 text (it is UTF-16"),  # Excel's "Unicode text"
         (b"PAR1\x15\x04\x15\x80\x80\x01", "is not UTF-8 text (it is a Parquet file)"),  # a cells file given
