@@ -329,7 +329,9 @@ def _predict_cli(args) -> int:
     cfg = load_config(PredictConfig, args.config, args.overrides)
     result = run_predict(args.images, args.run_dir, args.out, cfg, args.ids)
     console.print_failures([(row.ID, row.error) for row in result.failed.itertuples()], failures_path(result.output))
-    n = len(result.images)
+    images = result.images
+    console.print_cell_less(list(images.ID[(images.status == "ok") & (images.n_cells == 0)]))
+    n = len(images)
     print(f"predict: {n} images ({len(result.failed)} failed), {int(result.images.n_cells.sum())} cells, "
           f"{result.seconds:.1f} s ({n / result.seconds:.2f} images/s) → {result.output} (validated)")  # fmt: skip
     return EXIT_SOME_FAILED if len(result.failed) else 0

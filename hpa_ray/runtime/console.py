@@ -154,6 +154,15 @@ def print_failures(failed: list[tuple[str, str]], listed_in: str, shown: int = F
         print(f"  ... and {len(failed) - shown} more failed; every failure is listed in {listed_in}", file=sys.stderr)
 
 
+def print_cell_less(image_ids: list[str], shown: int = 3) -> None:
+    """A note on stderr naming images read without fault in which no cell was found: a blank
+    image, or one whose nuclei (blue) are not where they were looked for; easy to miss in a count."""
+    if image_ids:
+        more = f" and {len(image_ids) - shown} more" if len(image_ids) > shown else ""
+        print(f"note: no cells found in {len(image_ids)} image(s): {', '.join(image_ids[:shown])}{more} "
+              "(blank, or no nuclei in blue?)", file=sys.stderr)  # fmt: skip
+
+
 def tune_verbosity() -> int | None:
     """Tune's RunConfig(verbose=…): its status tables only when not quiet."""
     return 0 if quiet() else None

@@ -320,6 +320,8 @@ def _segment_cli(args, overrides: list[str]) -> int:
         print(f"note: {result.unlisted} image(s) in {args.images} are not in {args.labels}; not run", file=sys.stderr)
     failed = [(row.image_id, row.error) for row in result.failed.itertuples()]
     console.print_failures(failed, SegmentOutput(args.out).manifest)
+    m = result.manifest
+    console.print_cell_less(list(m.image_id[(m.status == "ok") & (m.n_cells == 0)]))
     print(summary_line(result))
     print(json.dumps({"cells": SegmentOutput(args.out).cells, "manifest": SegmentOutput(args.out).manifest}))
     return EXIT_SOME_FAILED if len(result.failed) else 0

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from hpa_ray.core.images import InputError
+from hpa_ray.core.schema import CHANNELS
 from hpa_ray.evaluate.score import evaluate_files
 from hpa_ray.predict.config import PredictConfig
 from hpa_ray.predict.run import Ensemble, load_run, main, run_predict
@@ -66,7 +67,9 @@ def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, syn
     ids = sorted(pd.read_csv(synth_set / "labels.csv").ID)
     broken = ids[1]
     (images / f"{broken}_green.png").write_bytes(b"\x89PNG truncated")
-    listed = pd.DataFrame({"ID": ["absent-image", *ids], "ImageWidth": 1024, "ImageHeight": 1024})
+    for channel in CHANNELS:  # read without fault, no cell in it
+        cv2.imwrite(str(images / f"blank_{channel}.png"), np.zeros((512, 512), np.uint8))
+    listed = pd.DataFrame({"ID": ["absent-image", *ids, "blank"], "ImageWidth": 1024, "ImageHeight": 1024})
     listed.to_csv(tmp_path / "ids.csv", index=False)
     code = main(["--images", str(images), "--run-dir", str(run_dir), "--out", str(tmp_path / "s.csv"),
                  "--ids", str(tmp_path / "ids.csv"), "top_k=2"])  # fmt: skip
@@ -75,10 +78,12 @@ def test_ids_give_every_listed_image_a_row_even_broken_or_missing(ray_local, syn
     assert (
         f"failed: {broken}: cannot decode {broken}_green.png" in err and "failed: absent-image: no image files" in err
     )
+    assert "note: no cells found in 1 image(s): blank (" in err
     sub = read_submission(tmp_path / "s.csv").set_index("ID")
     assert list(sub.index) == list(listed.ID)
     assert sub.loc[broken, "PredictionString"] == "" and sub.loc["absent-image", "PredictionString"] == ""
     assert sub.loc[broken, "ImageWidth"] == "1024"  # from the IDs file: the image could not tell
+    assert sub.loc["blank", "PredictionString"] == "" and sub.loc["blank", "ImageWidth"] == "512"
     good = [i for i in ids if i != broken]
     assert all(sub.loc[i, "PredictionString"] for i in good)
     listed = pd.read_csv(tmp_path / "s.failed.csv").set_index("ID")  # every failure, beside the submission

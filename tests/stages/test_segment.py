@@ -197,6 +197,7 @@ def test_cli_exit_status_and_summary(messy, ray_local, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == EXIT_SOME_FAILED
     assert "failed: rgb:" in captured.err
+    assert "note: no cells found in 1 image(s): black (blank" in captured.err
     assert f"{len(messy['bad'])} failed" in captured.out and "images/s" in captured.out
     good = tmp_path / "good"
     good.mkdir()
