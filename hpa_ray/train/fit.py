@@ -229,7 +229,7 @@ def _write_run_config(fold_dir: str, cfg: TrainConfig, cells_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.StageParser("hpa_ray.train", __doc__)
+    parser = cli.StageParser("hpa_ray.train", __doc__, epilog="Exit status: 0 trained, 2 unusable inputs or config.")
     parser.flag("--cells", required=True)
     parser.flag("--folds", required=True)
     parser.add_argument("--fold", default="all", help="a fold number, or all (parallel, via Ray Tune)")

@@ -210,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dashboard"]:
         return dashboard_main(argv[1:])
-    parser = cli.StageParser("hpa_ray.tune", __doc__)
+    parser = cli.StageParser("hpa_ray.tune", __doc__,
+                             epilog="The search in optuna-dashboard: python -m hpa_ray.tune dashboard OUT [--host H] "
+                             "[--port P]. Exit status: 0 searched, 2 unusable inputs or config, "
+                             f"{EXIT_INTERRUPTED} interrupted (--resume continues it).")  # fmt: skip
     parser.flag("--cells", required=True)
     parser.flag("--folds", required=True)
     parser.out("dir", "the search directory: best_config.yaml, trials.csv, trials/", old=("--run-dir",))

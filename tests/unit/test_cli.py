@@ -30,6 +30,8 @@ def test_stage_help():
     for stage in ("synth", "segment", "folds", "train", "tune", "predict"):
         out = _run("-m", f"hpa_ray.{stage}", "--help")
         assert out.returncode == 0 and "--config" in out.stdout
+        assert stage in ("synth", "folds") or "Exit status: 0" in out.stdout, stage
+        assert stage != "tune" or "python -m hpa_ray.tune dashboard OUT" in " ".join(out.stdout.split())
 
 
 # One spelling per idea (hpa_ray.runtime.cli): what each stage reads and writes, by the same flag.
