@@ -81,3 +81,12 @@ def test_the_presets_fit_the_node_types_they_are_for_and_a_greedy_one_is_refused
     refused = _check(str(greedy))
     assert refused.returncode == 2 and refused.stderr.startswith(f"error: {greedy}: each training worker asks for")
     assert "{CPU 4, GPU 2}" in refused.stderr and "gpu_worker {CPU 8, GPU 1}" in refused.stderr
+
+
+def test_down_with_no_cluster_running_stops_nothing_and_succeeds_and_status_says_start_one(capsys):
+    from hpa_ray.cluster.__main__ import main
+
+    assert main(["down", "--name", "never-started"]) == 0
+    assert "cluster never-started: not running; nothing to stop" in capsys.readouterr().out
+    assert main(["status", "--name", "never-started"]) == 2
+    assert "start one with python -m hpa_ray.cluster up" in capsys.readouterr().err
