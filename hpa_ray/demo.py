@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa_ray.core.errors import HpaRayError
+from hpa_ray.core.locks import LOCK_NAME, owned_by_this_run
 from hpa_ray.core.schema import NUM_CLASSES
 from hpa_ray.evaluate.score import evaluate, read_truth
 from hpa_ray.folds.config import FoldsConfig
@@ -69,6 +72,47 @@ QUICK_CAVEAT = ("--quick checks that every stage runs: {size.train_images} train
                 "0.6-0.8 against about 0.11: docs/lab/quality.md)")  # fmt: skip
 
 _START = [time.perf_counter()]
+
+
+RECORD = "demo.json"  # how the demo in a directory was run; it also marks the directory as a demo's
+# What a demo writes into its --out: a run into a directory holding an earlier demo replaces them
+# (logs/ is kept: the new run appends to its log). Resuming would mix the earlier run's data,
+# cells or models with the new run's settings.
+OUTPUTS = ("data", "segment", "folds.csv", "folds_balance.csv", "folds_config.yaml", "runs", "submission.csv",
+           "submission.failed.csv", "prior_submission.csv", "evaluation.json", "report", RECORD)  # fmt: skip
+
+
+class DemoOutError(HpaRayError, ValueError):
+    """--out holds something that is not a demo's: the demo would mix with it or delete it."""
+
+
+def _holds_a_demo(out: Path) -> bool:
+    # data/train/synth_config.yaml: a demo from before the record, or one stopped early
+    return (out / RECORD).exists() or (out / "data" / "train" / "synth_config.yaml").exists()
+
+
+def out_problem(out: Path) -> str | None:
+    """Why a demo cannot run into `out`, or None: new, empty (but for logs/), or an earlier demo's."""
+    others = sorted(p.name for p in out.iterdir() if p.name not in ("logs", LOCK_NAME)) if out.is_dir() else []
+    if others and not _holds_a_demo(out):
+        return f"holds other files ({', '.join(others[:3])}) and no earlier demo: give a new or empty directory"
+    return None
+
+
+def prepare_out(out: Path) -> bool:
+    """Make `out` ready for a demo: an earlier demo's outputs there are removed (→ True).
+    DemoOutError when it holds anything else (`out_problem`)."""
+    if problem := out_problem(out):
+        raise DemoOutError(f"--out {out} {problem}")
+    if not _holds_a_demo(out):
+        return False
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return True
 
 
 def _step(name: str) -> None:
@@ -130,12 +174,21 @@ def default_model(resources: dict[str, float]) -> str:
 
 
 def run_demo(out: str | Path, seed: int = 0, quick: bool = False, model: str | None = None) -> dict[str, Path]:
-    """Run every stage into `out`; returns where each output lies."""
+    """Run every stage into `out` (an earlier demo there is replaced: `prepare_out`); returns
+    where each output lies."""
     out = Path(out)
     _START[0] = time.perf_counter()
     size = SIZES["quick" if quick else "full"]
     if model:
         size = replace(size, model=model)
+    with owned_by_this_run(out):
+        if prepare_out(out):
+            print(f"{out} held an earlier demo: its outputs are replaced")
+        (out / RECORD).write_text(json.dumps({"seed": seed, "quick": quick, "model": model}) + "\n")
+        return _run_stages(out, seed, quick, model, size)
+
+
+def _run_stages(out: Path, seed: int, quick: bool, model: str | None, size: DemoSize) -> dict[str, Path]:
     synth_cfg = SynthConfig(size=size.image_size)
     outputs: dict[str, Path] = {}
     _step(f"synthetic data: {size.train_images} train + {size.test_images} test images, {size.image_size} px")
@@ -195,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
                         "a CNN that learns in minutes on 2 CPU cores; --quick: tiny)")  # fmt: skip
     console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    if problem := cli.output_problem(args.out, "dir"):
+    if problem := cli.output_problem(args.out, "dir") or out_problem(Path(args.out)):
         parser.error(f"--out {args.out} {problem}")
     log_file = console.log_file_for(args.out, "demo")
     console.setup(log_file, args.verbose)
+    return cli.guarded(lambda: _demo_cli(args, log_file))
+
+
+def _demo_cli(args, log_file) -> int:
     start = time.perf_counter()
     outputs = run_demo(args.out, args.seed, args.quick, args.model)
     scores = json.loads(outputs["evaluation"].read_text())

@@ -44,6 +44,11 @@ def test_quick_demo_end_to_end(quick_demo):
     assert "epoch 2/2" in out.stdout and "fold 1" in out.stdout and str(log) in out.stdout
     assert log.stat().st_size > 0 and "Reporting training result" not in out.stdout + out.stderr
     assert "worker processes have been started" not in out.stdout + out.stderr  # the raylet's notice: the log's
+    # It ran into an earlier demo's directory (tests/e2e/conftest.py): replaced, but for what is not a demo's.
+    assert f"{demo} held an earlier demo: its outputs are replaced" in out.stdout
+    assert not (demo / "data" / "train" / "images" / "synth-0009-00000_red.png").exists()
+    assert json.loads((demo / "demo.json").read_text())["seed"] == 0
+    assert (demo / "notes.txt").read_text() == "mine\n" and (demo / "logs" / "earlier.log").exists()
 
 
 @pytest.mark.slow

@@ -82,6 +82,33 @@ def test_the_full_demo_takes_the_cards_model_where_the_cluster_has_gpus():
     assert CARD_MODEL in backbone_names()
 
 
+def test_the_demo_replaces_an_earlier_demo_and_refuses_a_directory_of_other_files(tmp_path):
+    """A demo run into an earlier one's --out resumed that run's folds with its own settings (and
+    failed), and mixed both seeds' images; into a directory of other files it would mix with them."""
+    from hpa_ray.demo import DemoOutError, out_problem, prepare_out
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cells.csv").write_text("x\n")
+    out = _run("-m", "hpa_ray", "demo", "--quick", "--out", str(mine))
+    assert out.returncode == 2 and "holds other files (cells.csv) and no earlier demo" in out.stderr
+    assert [p.name for p in mine.iterdir()] == ["cells.csv"], "refused before anything is written, a log neither"
+    with pytest.raises(DemoOutError, match="give a new or empty directory"):
+        prepare_out(mine)
+    (tmp_path / "logs-only" / "logs").mkdir(parents=True)
+    for fresh in (tmp_path / "new", tmp_path / "logs-only"):
+        assert out_problem(fresh) is None and prepare_out(fresh) is False
+    earlier = tmp_path / "earlier"  # a demo from before demo.json, stopped after its data
+    (earlier / "data" / "train").mkdir(parents=True)
+    (earlier / "data" / "train" / "synth_config.yaml").write_text("size: 1024\n")
+    (earlier / "runs" / "demo" / "fold-0").mkdir(parents=True)
+    (earlier / "folds.csv").write_text("image_id,fold\n")
+    (earlier / "notes.txt").write_text("mine\n")
+    (earlier / "logs").mkdir()
+    assert out_problem(earlier) is None and prepare_out(earlier) is True
+    assert sorted(p.name for p in earlier.iterdir()) == ["logs", "notes.txt"], "only the demo's own outputs go"
+
+
 @pytest.mark.parametrize(
     ("module", "args", "out", "problem"),
     [
