@@ -179,8 +179,9 @@ def train_folds(cells_dir, folds_csv, folds: list[int], run_dir, cfg: TrainConfi
     """All `folds` in parallel, one Ray Tune trial each; returns each fold's best metrics."""
 
     check_cells(storage.absolute(cells_dir))
-    session.init_ray()
     run_dir = storage.absolute(run_dir)
+    _check_folds_resumable(run_dir, folds, cfg)
+    session.init_ray()
     with owned_by_this_run(run_dir):
         return _tune_folds(cells_dir, folds_csv, folds, run_dir, cfg)
 
@@ -216,15 +217,30 @@ def _tune_folds(cells_dir, folds_csv, folds: list[int], run_dir: str, cfg: Train
     return pd.DataFrame(rows)
 
 
+def check_resumable(directory: str, cfg: TrainConfig) -> None:
+    """ConfigError when the run or fold `directory` was started with another config (its
+    config.yaml): resuming it would mix the two."""
+    path = storage.join(directory, "config.yaml")
+    # cache_data is left out: "auto" is recorded as decided, and it only changes where each
+    # epoch reads the crops from.
+    if storage.exists(path) and load_config(TrainConfig, path).model_copy(update={"cache_data": cfg.cache_data}) != cfg:
+        raise ConfigError(f"{directory} was trained with another config ({path}); "
+                          "rerun with that config to resume it, or give a new --out")  # fmt: skip
+
+
+def _check_folds_resumable(run_dir: str, folds: list[int], cfg: TrainConfig) -> None:
+    """Every fold of `folds` already in `run_dir` was started with `cfg`: said before Ray starts,
+    not as a traceback from inside each fold's trial."""
+    for k in folds:
+        check_resumable(TrainingRun(run_dir).fold(k).root, cfg)
+
+
 def _write_run_config(fold_dir: str, cfg: TrainConfig, cells_dir: str) -> None:
     """fold_dir/config.yaml (how to rebuild the model) and, once per run, a copy of the cells'
     segment_config.yaml (predict segments test images the way the training cells were made).
     A fold that was started with another config is refused: resuming it would mix the two."""
-    path = Fold(fold_dir).config
-    if storage.exists(path) and load_config(TrainConfig, path) != cfg:
-        raise ConfigError(f"{fold_dir} was trained with another config ({path}); "
-                          "rerun with that config to resume it, or use a new --run-dir")  # fmt: skip
-    write_resolved(cfg, path)
+    check_resumable(fold_dir, cfg)
+    write_resolved(cfg, Fold(fold_dir).config)
     storage.copy_file(SegmentOutput.of_cells(cells_dir).config, TrainingRun(storage.parent(fold_dir)).segment_config)
 
 
@@ -246,6 +262,8 @@ def _train_cli(args) -> int:
     run_dir = args.out
     storage.makedirs(run_dir)
     with owned_by_this_run(run_dir):
+        check_resumable(run_dir, cfg)  # before Ray starts, and before the run's config.yaml is written
+        _check_folds_resumable(run_dir, folds, cfg)
         write_resolved(cfg, TrainingRun(run_dir).config)
         if len(folds) == 1:
             metrics = TrainingRun(run_dir).fold(folds[0]).metrics_jsonl

@@ -255,8 +255,18 @@ def test_train_run_again_into_its_run_dir_resumes_the_interrupted_fold(cells, tm
     resumed = [r for r in reports if r["resumed_from_epoch"] >= 0]
     assert resumed and resumed[0]["epoch"] == resumed[0]["resumed_from_epoch"] + 1, "from a checkpoint, not epoch 0"
     assert list(pd.read_csv(fold_dir / "metrics.csv").epoch) == [0, 1, 2, 3, 4]
+    recorded = (run_dir / "config.yaml").read_text()
     other = run_group([*args, "epochs=6"], timeout=300, env=env)
     assert other.returncode == 2 and "was trained with another config" in other.stderr, other.stderr[-2000:]
+    assert (run_dir / "config.yaml").read_text() == recorded, "the run's record is not overwritten by a refused run"
+    # Every fold (through Tune), where only the fold's config tells: one error line too, before Ray
+    # starts, not a traceback from inside each trial.
+    (run_dir / "config.yaml").unlink()
+    every_fold = [*args[:7], *args[9:], "epochs=6"]  # without --fold 2
+    every = run_group(every_fold, timeout=300, env=env)
+    assert every.returncode == 2 and "was trained with another config" in every.stderr, every.stderr[-2000:]
+    assert "Traceback" not in every.stderr and "Ray started" not in every.stdout, every.stderr[-2000:]
+    assert not (run_dir / "config.yaml").exists()
 
 
 def _reports(fold_dir: Path) -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpa_ray.train.config import TrainConfig
-from hpa_ray.train.fit import concurrent_trials
+from hpa_ray.train.fit import check_resumable, concurrent_trials
 from hpa_ray.train.model import ModelError, build_model
 from hpa_ray.train.worker import _train_epoch, _Worker
 
@@ -108,3 +108,13 @@ def test_heads_give_fp32_logits_under_bf16_autocast(method):
         features = model.backbone[0](x)
     assert all(logits.dtype == torch.float32 for logits in (out if isinstance(out, tuple) else (out,)))
     assert features.dtype == torch.bfloat16, "the backbone itself still runs in bf16"
+
+
+def test_a_fold_resumes_only_with_its_own_config_where_auto_caching_was_decided(tmp_path):
+    from hpa_ray.core.config import ConfigError, write_resolved
+
+    write_resolved(TrainConfig(model="tiny", epochs=5, cache_data=True), tmp_path / "config.yaml")  # as Tune records it
+    check_resumable(str(tmp_path), TrainConfig(model="tiny", epochs=5))  # cache_data: auto, decided True there
+    check_resumable(str(tmp_path / "not-started"), TrainConfig(model="small"))
+    with pytest.raises(ConfigError, match="was trained with another config .* or give a new --out"):
+        check_resumable(str(tmp_path), TrainConfig(model="tiny", epochs=6))
