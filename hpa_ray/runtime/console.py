@@ -295,8 +295,11 @@ def epoch_callback(label_key: str | None, total_epochs: int):
                       "cluster, or a CPU build of torch): they train on the CPU", flush=True)  # fmt: skip
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            best = (trial.last_result or {}).get("best_val_map", float("nan"))
-            epochs = int((trial.last_result or {}).get("epoch", -1)) + 1
+            if "best_val_map" not in (trial.last_result or {}):  # a finished run, run again: Ray Train ends it at once
+                print(f"  {self._label(trial)}  trained before: nothing left to resume", flush=True)
+                return
+            best = trial.last_result["best_val_map"]
+            epochs = int(trial.last_result.get("epoch", -1)) + 1
             ended = "done" if epochs >= total_epochs else f"stopped early after {epochs} epochs"
             print(f"  {self._label(trial)}  {ended}: best val_map {best:.3f}", flush=True)
 

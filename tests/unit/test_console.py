@@ -131,3 +131,21 @@ def test_tunes_trial_printer_writes_to_the_log_while_the_console_is_quiet(tmp_pa
     assert len(printers) == 1, "given, Tune adds no printer of its own"
     printers[0].on_trial_complete(0, [], Trial())  # a finished trial met again on a rerun
     assert "completed" not in capsys.readouterr().out
+
+
+def test_a_trial_ending_says_done_stopped_early_or_trained_before(capsys):
+    class Trial:
+        config = {"fold": 1}
+
+        def __init__(self, last_result):
+            self.last_result = last_result
+
+    lines = console.epoch_callback("fold", 4)
+    lines.on_trial_complete(0, [], Trial({"epoch": 3, "best_val_map": 0.5}))
+    lines.on_trial_complete(0, [], Trial({"epoch": 1, "best_val_map": 0.25}))
+    lines.on_trial_complete(0, [], Trial({}))  # a finished run met again on a rerun: no report this time
+    assert capsys.readouterr().out.splitlines() == [
+        "  fold 1  done: best val_map 0.500",
+        "  fold 1  stopped early after 2 epochs: best val_map 0.250",
+        "  fold 1  trained before: nothing left to resume",
+    ]
