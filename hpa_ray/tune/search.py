@@ -92,6 +92,24 @@ def asha_scheduler(cfg: TuneConfig):
                          reduction_factor=cfg.asha.reduction_factor)  # fmt: skip
 
 
+def _experiment(run_dir: str, cfg: TuneConfig) -> str:
+    """Where Tune keeps the search's experiment (what a resumed search restores)."""
+    return storage.join(cfg.train.storage_path or Search(run_dir).ray_results, f"{storage.name(run_dir)}-search")
+
+
+def _started(run_dir: str, cfg: TuneConfig, resume: bool) -> bool:
+    """Whether `run_dir` holds a search to continue. ConfigError when it was started with another
+    config (continuing it would run the recorded one), or --resume finds none."""
+    record = Search(run_dir).config
+    started = storage.exists(record) and storage.exists(_experiment(run_dir, cfg))
+    if started and load_config(TuneConfig, record) != cfg:
+        raise ConfigError(f"{run_dir} holds a search started with another config ({record}): continue it with "
+                          f"--config {record}, or give a new --out")  # fmt: skip
+    if resume and not started:
+        raise ConfigError(f"--resume: no search to resume in {run_dir}")
+    return started
+
+
 def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
     from ray import tune
 
@@ -102,7 +120,7 @@ def _tuner(cells, folds_csv, run_dir: str, cfg: TuneConfig, resume: bool):
         {"CPU": 0, "memory": 1},  # the trial's driver holds no CPU: its Train workers do
     )  # fmt: skip
     results = cfg.train.storage_path or Search(run_dir).ray_results
-    experiment = storage.join(results, f"{storage.name(run_dir)}-search")
+    experiment = _experiment(run_dir, cfg)
     if resume:
         if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"--resume: no search to resume at {experiment}")
@@ -157,15 +175,19 @@ def write_hparams(run_dir: str, table: pd.DataFrame, cfg: TuneConfig) -> str:
 
 
 def run_search(cells, folds_csv, run_dir, cfg: TuneConfig, resume: bool = False) -> pd.DataFrame:
-    """Run (or resume) the search; writes best_config.yaml and trials.csv; returns the table."""
+    """Run the search, or continue the one started in `run_dir` (as train resumes its folds;
+    `resume`: there must be one); writes best_config.yaml and trials.csv; returns the table."""
     if cfg.fold not in set(read_folds(folds_csv).fold):
         raise DataError(f"fold {cfg.fold} is not in {folds_csv}")
     search_space(cfg)  # config errors before anything starts
     check_cells(storage.absolute(cells))
-    session.init_ray()
     run_dir = storage.absolute(run_dir)
+    resume = _started(run_dir, cfg, resume)
+    session.init_ray()
     storage.makedirs(run_dir)
     with owned_by_this_run(run_dir):
+        if resume:
+            print(f"tune: continuing the search started in {run_dir}", flush=True)
         write_resolved(cfg, Search(run_dir).config)
         grid = _tuner(cells, folds_csv, run_dir, cfg, resume).fit()
     if grid.num_terminated + grid.num_errors < cfg.num_samples:
@@ -217,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.flag("--cells", required=True)
     parser.flag("--folds", required=True)
     parser.out("dir", "the search directory: best_config.yaml, trials.csv, trials/", old=("--run-dir",))
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted search in its --out")
+    parser.add_argument("--resume", action="store_true", help="continue the search in --out, which must hold one "
+                        "(without it, one there is continued too)")  # fmt: skip
     parser.config("conf/tune.yaml", "num_samples=4 train.model=tiny")
     args = parser.parse(argv)
     console.setup(console.log_file_for(args.out, "tune"), args.verbose)

@@ -163,6 +163,14 @@ def test_interrupted_search_resumes(cells, tmp_path):
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{run_dir / 'study.db'}")
     trials = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{run_dir / 'study.db'}").trials
     assert len(trials) == 2 and all(t.state.is_finished() for t in trials), trials
+    # The same command again, without --resume, continues the search there (as train does its
+    # folds): it is finished, so no trial runs; with another config it is refused before Ray starts.
+    again = run_group(args, timeout=600, env=env)
+    assert again.returncode == 0 and "continuing the search started in" in again.stdout, again.stderr[-3000:]
+    assert pd.read_csv(run_dir / "trials.csv").trial_id.tolist() == table.trial_id.tolist()
+    other = run_group([*args, "num_samples=3"], timeout=300, env=env)
+    assert other.returncode == 2 and "holds a search started with another config" in other.stderr
+    assert "Ray started" not in other.stdout
 
 
 def _first_reported_trial(url: str, timeout: float = 180):
