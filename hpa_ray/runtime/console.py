@@ -145,13 +145,25 @@ FAILURES_SHOWN = 20  # `failed:` lines on the console before one line says how m
 
 
 def print_failures(failed: list[tuple[str, str]], listed_in: str, shown: int = FAILURES_SHOWN) -> None:
-    """`  failed: ID: error` on stderr for the first `shown` (image ID, error) pairs, then one line
-    with how many more and where every one is listed: a subset of Kaggle's images run against its
-    full train.csv would otherwise print tens of thousands of lines."""
-    for image_id, error in failed[:shown]:
-        print(f"  failed: {image_id}: {error}", file=sys.stderr)
-    if len(failed) > shown:
-        print(f"  ... and {len(failed) - shown} more failed; every failure is listed in {listed_in}", file=sys.stderr)
+    """`  failed: ID: error` on stderr for each (image ID, error) pair, at most `shown` lines. Beyond
+    that, images failing with the same error share a line (`failed: 21802 images: no image files
+    for this ID in DIR (e.g. …)`: a subset of Kaggle's images run against its full train.csv),
+    then how many more and where every one is listed."""
+    if len(failed) <= shown:
+        for image_id, error in failed:
+            print(f"  failed: {image_id}: {error}", file=sys.stderr)
+        return
+    by_error: dict[str, list[str]] = {}
+    for image_id, error in failed:
+        by_error.setdefault(error, []).append(image_id)
+    lines = [(f"  failed: {ids[0]}: {error}" if len(ids) == 1 else
+              f"  failed: {len(ids)} images: {error} (e.g. {', '.join(ids[:2])})", len(ids))
+             for error, ids in by_error.items()]  # fmt: skip
+    for text, _ in lines[:shown]:
+        print(text, file=sys.stderr)
+    hidden = sum(n for _, n in lines[shown:])
+    more = f"... and {hidden} more failed; " if hidden else ""
+    print(f"  {more}every failure is listed in {listed_in}", file=sys.stderr)
 
 
 def print_cell_less(image_ids: list[str], shown: int = 3) -> None:

@@ -104,13 +104,22 @@ def test_the_epoch_lines_say_once_when_a_worker_was_lost_and_when_a_gpu_is_not_s
 
 
 def test_failures_beyond_the_first_twenty_are_counted_and_pointed_to(capsys):
-    failed = [(f"img-{i}", "missing channel file(s)") for i in range(25)]
+    failed = [(f"img-{i}", f"cannot decode img-{i}_green.png") for i in range(25)]
     console.print_failures(failed, "out/images.parquet")
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == console.FAILURES_SHOWN + 1 and lines[0] == "  failed: img-0: missing channel file(s)"
+    assert len(lines) == console.FAILURES_SHOWN + 1 and lines[0] == "  failed: img-0: cannot decode img-0_green.png"
     assert lines[-1] == "  ... and 5 more failed; every failure is listed in out/images.parquet"
-    console.print_failures(failed[:3], "out/images.parquet")
+    same = [(f"img-{i}", "no image files for this ID in images/") for i in range(3)]
+    console.print_failures(same, "out/images.parquet")
     assert capsys.readouterr().err.count("failed:") == 3, "a few: each on its line, no count"
+    # Many failing alike (a subset of Kaggle's images against its full train.csv): one line for them.
+    missing = [(f"id-{i}", "no image files for this ID in images/") for i in range(21802)]
+    console.print_failures([*missing[:1], failed[0], *missing[1:]], "out/images.parquet")
+    assert capsys.readouterr().err.splitlines() == [
+        "  failed: 21802 images: no image files for this ID in images/ (e.g. id-0, id-1)",
+        "  failed: img-0: cannot decode img-0_green.png",
+        "  every failure is listed in out/images.parquet",
+    ]
 
 
 def test_tunes_trial_printer_writes_to_the_log_while_the_console_is_quiet(tmp_path, monkeypatch, capsys):
