@@ -83,10 +83,13 @@ def test_the_presets_fit_the_node_types_they_are_for_and_a_greedy_one_is_refused
     assert "{CPU 4, GPU 2}" in refused.stderr and "gpu_worker {CPU 8, GPU 1}" in refused.stderr
 
 
-def test_down_with_no_cluster_running_stops_nothing_and_succeeds_and_status_says_start_one(capsys):
-    from hpa_ray.cluster.__main__ import main
+def test_down_with_no_cluster_running_stops_nothing_and_succeeds_and_status_says_start_one():
+    # In a process of its own: the cluster CLI turns on Ray's token authentication for its process
+    # (RAY_AUTH_MODE), which would reach every later test's Ray in this one.
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "hpa_ray.cluster", *args], capture_output=True, text=True)
 
-    assert main(["down", "--name", "never-started"]) == 0
-    assert "cluster never-started: not running; nothing to stop" in capsys.readouterr().out
-    assert main(["status", "--name", "never-started"]) == 2
-    assert "start one with python -m hpa_ray.cluster up" in capsys.readouterr().err
+    down = cli("down", "--name", "never-started")
+    assert down.returncode == 0 and "cluster never-started: not running; nothing to stop" in down.stdout
+    status = cli("status", "--name", "never-started")
+    assert status.returncode == 2 and "start one with python -m hpa_ray.cluster up" in status.stderr
