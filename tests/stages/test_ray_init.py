@@ -13,7 +13,8 @@ from tests.helpers import run_group
 # about an actor, as Ray Train's placement-group cleaner does.
 SCRIPT = """
 import subprocess, sys
-other = subprocess.Popen([sys.executable, "-c", "import ray, time; ray.init(num_cpus=1, include_dashboard=False); "
+other = subprocess.Popen([sys.executable, "-c", "import ray, time; "  # its own: never a cluster a killed run left named
+                          "ray.init(address='local', num_cpus=1, include_dashboard=False); "
                           "print('up', flush=True); time.sleep(300)"], stdout=subprocess.PIPE, text=True)
 try:
     assert other.stdout.readline().strip() == "up"
