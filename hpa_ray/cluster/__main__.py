@@ -107,13 +107,15 @@ def _up(args) -> int:
 
 
 def _down(args) -> int:
-    from hpa_ray.cluster.local import down, state_dir
+    from hpa_ray.cluster.local import ClusterError, down
 
     name = _name(args)
-    if not (state_dir(name) / "cluster.json").exists():  # nothing to stop is no error: cleanup scripts call it anyway
+    try:
+        stopped = down(name)
+    except ClusterError:  # none running (LocalCluster.load): no error, cleanup scripts call it anyway
         print(f"cluster {name}: not running; nothing to stop")
         return 0
-    print(f"cluster {name}: stopped ({down(name)} processes)")
+    print(f"cluster {name}: stopped ({stopped} processes)")
     return 0
 
 

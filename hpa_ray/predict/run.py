@@ -332,6 +332,6 @@ def _predict_cli(args) -> int:
     images = result.images
     console.print_cell_less(list(images.ID[(images.status == "ok") & (images.n_cells == 0)]))
     n = len(images)
-    print(f"predict: {n} images ({len(result.failed)} failed), {int(result.images.n_cells.sum())} cells, "
+    print(f"predict: {n} images ({len(result.failed)} failed), {int(images.n_cells.sum())} cells, "
           f"{result.seconds:.1f} s ({n / result.seconds:.2f} images/s) → {result.output} (validated)")  # fmt: skip
     return EXIT_SOME_FAILED if len(result.failed) else 0
